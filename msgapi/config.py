@@ -1,0 +1,151 @@
+"""Settings: read once from the environment into one immutable object.
+
+Nothing else in the package reads ``os.environ``; the app factory receives a
+``Config``. A malformed value raises ``ConfigError`` whose message is one line
+naming the setting, so an operator sees exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+log = logging.getLogger("msgapi.config")
+
+DEFAULT_DATABASE_URL = "sqlite:///msgapi.sqlite3"
+DEFAULT_HASH_ITERATIONS = 600_000  # OWASP's current figure for PBKDF2-HMAC-SHA256
+MIN_SECRET_KEY_LENGTH = 32
+MAX_BODY_BYTES = 64 * 1024
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message is one line naming it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    database_url: str = DEFAULT_DATABASE_URL
+    secret_key: str = ""
+    access_token_lifetime: int = 2 * 3600
+    refresh_token_lifetime: int = 24 * 3600
+    password_hash_iterations: int = DEFAULT_HASH_ITERATIONS
+    # None: CORS off. ("*",): every origin. Otherwise the listed origins.
+    cors_allow_origins: tuple[str, ...] | None = ("*",)
+    # Waitress worker threads; the PostgreSQL pool is sized from it.
+    threads: int = 8
+    max_body_bytes: int = MAX_BODY_BYTES
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a positive integer, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, got {raw!r}")
+    return value
+
+
+def _cors_origins(raw: str | None) -> tuple[str, ...] | None:
+    if raw is None:
+        return ("*",)
+    origins = tuple(part.strip().rstrip("/") for part in raw.split(",") if part.strip())
+    if not origins:
+        return None
+    if "*" in origins and len(origins) > 1:
+        raise ConfigError("CORS_ALLOW_ORIGINS: '*' cannot be combined with other origins")
+    for origin in origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ConfigError(f"CORS_ALLOW_ORIGINS: {origin!r} is not an http(s) origin")
+    return origins
+
+
+def sqlite_path(database_url: str) -> Path:
+    """The file behind a ``sqlite:///`` URL (relative to the working directory)."""
+    return Path(unquote(urlsplit(database_url).path[1:]))
+
+
+def _validate_database_url(url: str) -> str:
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme == "sqlite":
+        if not urlsplit(url).path[1:] or url.endswith(":memory:"):
+            raise ConfigError("DATABASE_URL: a SQLite URL must name a file, e.g. sqlite:///msgapi.sqlite3")
+        return url
+    if scheme in ("postgres", "postgresql"):
+        if not urlsplit(url).path[1:]:
+            raise ConfigError("DATABASE_URL: a PostgreSQL URL must name a database")
+        return url
+    raise ConfigError(f"DATABASE_URL must start with sqlite:/// or postgresql://, got scheme {scheme!r}")
+
+
+def load_or_create_secret_key(key_file: Path) -> str:
+    """Read the generated key beside the SQLite file, creating it once if absent.
+
+    The file is created with ``O_EXCL`` so two processes starting together agree
+    on one key, and with mode 0600 where the platform has POSIX permissions
+    (on Windows the file inherits the folder's ACL, which is the owner's).
+    """
+    try:
+        return key_file.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        pass
+    key = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return key_file.read_text(encoding="ascii").strip()
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(key + "\n")
+    log.warning(
+        "SECRET_KEY is not set: generated one and stored it in %s; set SECRET_KEY to share it between processes",
+        key_file,
+    )
+    return key
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> Config:
+    """Build a ``Config`` from environment variables (``os.environ`` by default)."""
+    environ = os.environ if environ is None else environ
+    database_url = _validate_database_url(environ.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL)
+    is_sqlite = database_url.startswith("sqlite")
+
+    secret_key = environ.get("SECRET_KEY", "")
+    if not secret_key:
+        if not is_sqlite:
+            raise ConfigError("SECRET_KEY is required with PostgreSQL: every process must sign with the same key")
+        db_file = sqlite_path(database_url)
+        secret_key = load_or_create_secret_key(db_file.with_name(db_file.name + ".secret_key"))
+    if len(secret_key) < MIN_SECRET_KEY_LENGTH:
+        raise ConfigError(
+            f"SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters long, got {len(secret_key)}"
+        )
+
+    iterations = _positive_int(environ, "PASSWORD_HASH_ITERATIONS", DEFAULT_HASH_ITERATIONS)
+    if iterations < DEFAULT_HASH_ITERATIONS:
+        log.warning(
+            "PASSWORD_HASH_ITERATIONS=%d is below the recommended %d; use it only for tests",
+            iterations,
+            DEFAULT_HASH_ITERATIONS,
+        )
+
+    return Config(
+        database_url=database_url,
+        secret_key=secret_key,
+        access_token_lifetime=_positive_int(environ, "ACCESS_TOKEN_LIFETIME", 2 * 3600),
+        refresh_token_lifetime=_positive_int(environ, "REFRESH_TOKEN_LIFETIME", 24 * 3600),
+        password_hash_iterations=iterations,
+        cors_allow_origins=_cors_origins(environ.get("CORS_ALLOW_ORIGINS")),
+        threads=_positive_int(environ, "THREADS", 8),
+    )

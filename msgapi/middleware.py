@@ -1,0 +1,109 @@
+"""Middleware: request ids and the access log, body limits, database connections, Bearer auth."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+import falcon
+
+from . import models
+from .db import database
+from .errors import unauthorized
+from .tokens import ACCESS, InvalidToken, TokenService
+
+access_log = logging.getLogger("msgapi.access")
+
+# A client's X-Request-ID is kept only when it is short and harmless to echo and log.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
+
+
+class RequestContext:
+    """Gives every request an id, logs one access line for it, and sets headers every response needs."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.started = time.perf_counter()
+        incoming = req.get_header("X-Request-ID")
+        req.context.request_id = incoming if incoming and _SANE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        req.context.user = None
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
+    ) -> None:
+        resp.set_header("X-Request-ID", req.context.request_id)
+        resp.set_header("X-Content-Type-Options", "nosniff")
+        if access_log.isEnabledFor(logging.INFO):
+            elapsed_ms = (time.perf_counter() - req.context.started) * 1000
+            # The path only: query strings may carry secrets some client put there.
+            access_log.info(
+                "%s %s %s %.1fms request_id=%s",
+                req.method,
+                req.path,
+                resp.status_code,
+                elapsed_ms,
+                req.context.request_id,
+            )
+
+
+class BodyLimit:
+    """413 from ``Content-Length`` before anything reads the body."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        length = req.content_length
+        if length is not None and length > self._max_bytes:
+            raise falcon.HTTPContentTooLarge(
+                title="Request body too large",
+                description=f"The body may be at most {self._max_bytes} bytes.",
+            )
+
+
+class DatabaseSession:
+    """Returns the request's pooled connection when the response is done.
+
+    The connection is taken lazily on the first query (so the docs and the spec
+    never touch the database), and always given back here, even after errors.
+    """
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
+    ) -> None:
+        if not database.is_closed():
+            database.close()
+
+
+class BearerAuth:
+    """Authenticates the methods a resource lists in ``auth_methods``, and no others.
+
+    Runs before the responder, so a missing or bad token is 401 before the
+    responder can say 404 or 400. The user must still exist and be active.
+    """
+
+    def __init__(self, tokens: TokenService) -> None:
+        self._tokens = tokens
+
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
+        if req.method not in getattr(resource, "auth_methods", ()):
+            return
+        header = req.get_header("Authorization")
+        if not header:
+            raise unauthorized("Authentication credentials were not provided.", token_sent=False)
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer":
+            raise unauthorized("Use the Bearer scheme: 'Authorization: Bearer <access token>'.", token_sent=False)
+        if not token:
+            raise unauthorized("The Bearer token is missing.", token_sent=True)
+        try:
+            claims = self._tokens.decode(token, ACCESS)
+        except InvalidToken:
+            raise unauthorized("The access token is invalid or expired.", token_sent=True) from None
+        user = models.User.active_by_id(claims["user_id"])
+        if user is None:
+            raise unauthorized("The token's user does not exist or is inactive.", token_sent=True)
+        req.context.user = user

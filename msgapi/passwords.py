@@ -1,0 +1,70 @@
+"""Password hashing in Django's ``pbkdf2_sha256`` format, with the standard library only.
+
+The format ``pbkdf2_sha256$<iterations>$<salt>$<base64 sha256 digest>`` is Django's,
+so hashes copied from the old service's database verify unchanged.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import string
+
+ALGORITHM = "pbkdf2_sha256"
+_SALT_ALPHABET = string.ascii_letters + string.digits
+_SALT_LENGTH = 22  # Django's: log2(62) * 22 > 128 bits of entropy
+
+
+def _digest(password: str, salt: str, iterations: int) -> str:
+    raw = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt.encode("utf-8"), iterations)
+    return base64.b64encode(raw).decode("ascii")
+
+
+def make_password(password: str, iterations: int, salt: str | None = None) -> str:
+    """Hash ``password`` with a fresh random salt (or the one given)."""
+    salt = salt or "".join(secrets.choice(_SALT_ALPHABET) for _ in range(_SALT_LENGTH))
+    return f"{ALGORITHM}${iterations}${salt}${_digest(password, salt, iterations)}"
+
+
+def _split(encoded: str) -> tuple[int, str, str] | None:
+    parts = encoded.split("$", 3)
+    if len(parts) != 4 or parts[0] != ALGORITHM:
+        return None
+    try:
+        iterations = int(parts[1])
+    except ValueError:
+        return None
+    if iterations <= 0:
+        return None
+    return iterations, parts[2], parts[3]
+
+
+def verify_password(password: str, encoded: str) -> bool:
+    """True if ``password`` matches ``encoded``; the comparison takes constant time."""
+    parts = _split(encoded)
+    if parts is None:
+        return False
+    iterations, salt, expected = parts
+    return hmac.compare_digest(_digest(password, salt, iterations).encode(), expected.encode())
+
+
+def needs_rehash(encoded: str, iterations: int) -> bool:
+    """True when the stored hash is weaker than the configured work factor (Django upgrades these)."""
+    parts = _split(encoded)
+    return parts is None or parts[0] < iterations
+
+
+class DummyHasher:
+    """Burns the same hashing work as a real check, for unknown users.
+
+    Without it, "no such user" answers faster than "wrong password" and leaks
+    which usernames exist.
+    """
+
+    def __init__(self, iterations: int) -> None:
+        self._encoded = make_password(secrets.token_urlsafe(16), iterations)
+
+    def burn(self, password: str) -> None:
+        verify_password(password, self._encoded)

@@ -1,0 +1,72 @@
+"""Issue and decode the JWTs, with the claims simplejwt used.
+
+Claims: ``token_type`` (``access`` or ``refresh``), ``exp``, ``iat``, ``jti``,
+``user_id``. HS256 only; decoding pins the algorithm and requires every claim,
+so ``alg: none``, other algorithms and tokens missing a claim are refused.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import jwt
+
+ALGORITHM = "HS256"
+ACCESS = "access"
+REFRESH = "refresh"
+REQUIRED_CLAIMS = ["token_type", "exp", "iat", "jti", "user_id"]
+# Clock skew tolerated between processes or machines that share the key.
+LEEWAY_SECONDS = 30
+
+
+class InvalidToken(Exception):
+    """The token is malformed, forged, expired, or of the wrong type."""
+
+
+class TokenService:
+    def __init__(self, secret_key: str, access_lifetime: int, refresh_lifetime: int) -> None:
+        self._key = secret_key
+        self._lifetimes = {ACCESS: access_lifetime, REFRESH: refresh_lifetime}
+
+    def issue(self, token_type: str, user_id: int, **extra: Any) -> str:
+        now = int(time.time())
+        claims = {
+            "token_type": token_type,
+            "exp": now + self._lifetimes[token_type],
+            "iat": now,
+            "jti": uuid.uuid4().hex,
+            "user_id": user_id,
+            **extra,
+        }
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM)
+
+    def issue_pair(self, user_id: int, **extra: Any) -> dict[str, str]:
+        """A fresh refresh and access token, as simplejwt's token view returns them."""
+        return {
+            "refresh": self.issue(REFRESH, user_id, **extra),
+            "access": self.issue(ACCESS, user_id, **extra),
+        }
+
+    def decode(self, token: str, expected_type: str) -> dict[str, Any]:
+        """The verified claims of ``token``; raises ``InvalidToken`` for anything else."""
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                options={"require": REQUIRED_CLAIMS},
+                leeway=LEEWAY_SECONDS,
+            )
+        except jwt.InvalidTokenError as exc:
+            raise InvalidToken(str(exc)) from None
+        if claims.get("token_type") != expected_type:
+            raise InvalidToken("wrong token type")
+        user_id = claims.get("user_id")
+        # bool is an int subclass; a token saying user_id: true is not ours.
+        if not isinstance(user_id, int) or isinstance(user_id, bool) or user_id <= 0:
+            raise InvalidToken("bad user_id claim")
+        if not isinstance(claims.get("jti"), str) or not claims["jti"]:
+            raise InvalidToken("bad jti claim")
+        return claims

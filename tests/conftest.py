@@ -1,0 +1,137 @@
+"""Shared fixtures: every database test runs on SQLite and on PostgreSQL.
+
+PostgreSQL runs when ``MSGAPI_TEST_DATABASE_URL`` names a server database we may
+connect to (e.g. ``postgresql://postgres@127.0.0.1:5432/test``); the suite creates
+its own database there and drops it at the end. Without the variable the
+PostgreSQL half is skipped, unless ``MSGAPI_TEST_REQUIRE_POSTGRES=1`` (CI), where
+a skip would hide a failure, so it fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import webtest
+
+from msgapi.app import create_app
+from msgapi.config import Config
+from msgapi.db import database
+
+TEST_SECRET_KEY = "test-secret-key-" + "k" * 32
+TEST_HASH_ITERATIONS = 1000
+PASSWORD = "correct horse battery"
+
+
+def _admin_url() -> str | None:
+    return os.environ.get("MSGAPI_TEST_DATABASE_URL") or None
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    admin_url = _admin_url()
+    if admin_url is None:
+        if os.environ.get("MSGAPI_TEST_REQUIRE_POSTGRES") == "1":
+            pytest.fail("MSGAPI_TEST_REQUIRE_POSTGRES=1 but MSGAPI_TEST_DATABASE_URL is not set")
+        pytest.skip("PostgreSQL tests need MSGAPI_TEST_DATABASE_URL")
+    import psycopg2
+
+    name = f"msgapi_test_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(admin_url)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _with_database(admin_url, name)
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def _truncate_postgres(url: str) -> None:
+    import psycopg2
+
+    with psycopg2.connect(url) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+        tables = [row[0] for row in cursor.fetchall()]
+        if tables:
+            cursor.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE")
+    conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """A clean database: a new SQLite file, or the session's PostgreSQL database emptied."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'msgapi.sqlite3'}"
+    url = request.getfixturevalue("postgres_url")
+    _truncate_postgres(url)
+    return url
+
+
+@pytest.fixture
+def config(database_url: str) -> Config:
+    return Config(
+        database_url=database_url,
+        secret_key=TEST_SECRET_KEY,
+        password_hash_iterations=TEST_HASH_ITERATIONS,
+        threads=4,
+    )
+
+
+@pytest.fixture
+def wsgi_app(config: Config) -> Iterator:
+    app = create_app(config)
+    yield app
+    database.close_all()
+
+
+@pytest.fixture
+def app(wsgi_app) -> webtest.TestApp:
+    """A fresh app on a clean database, driven in-process by WebTest."""
+    return webtest.TestApp(wsgi_app)
+
+
+def register(app: webtest.TestApp, username: str, password: str = PASSWORD, **extra) -> dict:
+    return app.post_json("/api/auth/register/", {"username": username, "password": password, **extra}).json
+
+
+def obtain_tokens(app: webtest.TestApp, username: str, password: str = PASSWORD) -> dict:
+    return app.post_json("/api/auth/token/", {"username": username, "password": password}).json
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def tokens(app: webtest.TestApp) -> dict:
+    """A registered user ``alice`` and her token pair."""
+    register(app, "alice")
+    return obtain_tokens(app, "alice")
+
+
+@pytest.fixture
+def auth(tokens: dict) -> dict[str, str]:
+    """Headers that authenticate as ``alice``."""
+    return bearer(tokens["access"])
+
+
+@pytest.fixture
+def create_message(app: webtest.TestApp, auth: dict[str, str]):
+    """Create a message as ``alice`` and return its JSON."""
+
+    def create(content: str = "hello") -> dict:
+        return app.post_json("/api/messages", {"content": content}, headers=auth).json
+
+    return create
