@@ -10,4 +10,4 @@ def create_app(config=None):
     return _create_app(config)
 
 
-__all__ = ["create_app", "__version__"]
+__all__ = ["__version__", "create_app"]

@@ -128,9 +128,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         db_file = sqlite_path(database_url)
         secret_key = load_or_create_secret_key(db_file.with_name(db_file.name + ".secret_key"))
     if len(secret_key) < MIN_SECRET_KEY_LENGTH:
-        raise ConfigError(
-            f"SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters long, got {len(secret_key)}"
-        )
+        raise ConfigError(f"SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters long, got {len(secret_key)}")
 
     iterations = _positive_int(environ, "PASSWORD_HASH_ITERATIONS", DEFAULT_HASH_ITERATIONS)
     if iterations < DEFAULT_HASH_ITERATIONS:

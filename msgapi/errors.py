@@ -70,7 +70,9 @@ def _unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, para
     if isinstance(exc, falcon.HTTPError):
         raise exc
     log.exception("unhandled error on %s %s", req.method, req.path)
-    raise falcon.HTTPInternalServerError(title="Internal server error", description="The server hit an unexpected error.")
+    raise falcon.HTTPInternalServerError(
+        title="Internal server error", description="The server hit an unexpected error."
+    )
 
 
 def install(app: falcon.App) -> None:

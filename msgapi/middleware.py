@@ -30,9 +30,7 @@ class RequestContext:
         req.context.request_id = incoming if incoming and _SANE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         req.context.user = None
 
-    def process_response(
-        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
-    ) -> None:
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool) -> None:
         resp.set_header("X-Request-ID", req.context.request_id)
         resp.set_header("X-Content-Type-Options", "nosniff")
         if access_log.isEnabledFor(logging.INFO):
@@ -70,9 +68,7 @@ class DatabaseSession:
     never touch the database), and always given back here, even after errors.
     """
 
-    def process_response(
-        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
-    ) -> None:
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool) -> None:
         if not database.is_closed():
             database.close()
 

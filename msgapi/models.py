@@ -53,7 +53,7 @@ class User(BaseModel):
     def active_by_id(cls, user_id: int) -> User | None:
         if not 0 < user_id <= MAX_ID:
             return None
-        return cls.get_or_none((cls.id == user_id) & (cls.is_active == True))  # noqa: E712
+        return cls.get_or_none((cls.id == user_id) & (cls.is_active == True))
 
     def public_json(self) -> dict[str, Any]:
         """The user as the old service showed it (never the password)."""

@@ -55,11 +55,11 @@ class Register:
         body = read_body(req)
         errors = FieldErrors()
         username = errors.string(body, "username", max_length=MAX_USERNAME_LENGTH, check=_username_problem)
-        password = errors.string(
-            body, "password", min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH
-        )
+        password = errors.string(body, "password", min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)
         profile = {
-            "email": errors.string(body, "email", required=False, allow_blank=True, max_length=254, check=_email_problem),
+            "email": errors.string(
+                body, "email", required=False, allow_blank=True, max_length=254, check=_email_problem
+            ),
             "first_name": errors.string(body, "first_name", required=False, allow_blank=True, max_length=150),
             "last_name": errors.string(body, "last_name", required=False, allow_blank=True, max_length=150),
         }

@@ -14,22 +14,22 @@ SPEC_BYTES = package_resources.files("msgapi").joinpath("openapi.yaml").read_byt
 SWAGGER_ASSETS = Path(swagger_ui_bundle.swagger_ui_path)
 ASSETS_PREFIX = "/docs/assets"
 
-_PAGE = """<!DOCTYPE html>
+_PAGE = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
   <meta charset="utf-8">
   <title>msgapi</title>
-  <link rel="stylesheet" href="{assets}/swagger-ui.css">
-  <link rel="icon" type="image/png" href="{assets}/favicon-32x32.png">
+  <link rel="stylesheet" href="{ASSETS_PREFIX}/swagger-ui.css">
+  <link rel="icon" type="image/png" href="{ASSETS_PREFIX}/favicon-32x32.png">
 </head>
 <body>
   <div id="swagger-ui"></div>
-  <script src="{assets}/swagger-ui-bundle.js"></script>
-  <script src="{assets}/swagger-ui-standalone-preset.js"></script>
+  <script src="{ASSETS_PREFIX}/swagger-ui-bundle.js"></script>
+  <script src="{ASSETS_PREFIX}/swagger-ui-standalone-preset.js"></script>
   <script src="/docs/init.js"></script>
 </body>
 </html>
-""".format(assets=ASSETS_PREFIX).encode()
+""".encode()
 
 # Kept out of the page so a strict Content-Security-Policy (no inline script) can hold.
 _INIT = b"""window.onload = function () {
@@ -54,7 +54,9 @@ class OpenAPISpec:
 class DocsPage:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = falcon.MEDIA_HTML
-        resp.set_header("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'")
+        resp.set_header(
+            "Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'"
+        )
         resp.data = _PAGE
 
     def on_get_init(self, req: falcon.Request, resp: falcon.Response) -> None:
