@@ -68,8 +68,8 @@ class User(BaseModel):
 
 
 class Message(BaseModel):
-    content = peewee.CharField(max_length=160)
-    views = peewee.IntegerField(default=0)
+    content = peewee.CharField(max_length=160, constraints=[peewee.Check("length(content) BETWEEN 1 AND 160")])
+    views = peewee.IntegerField(default=0, constraints=[peewee.SQL("DEFAULT 0"), peewee.Check("views >= 0")])
     created_at = peewee.DateTimeField()
     updated_at = peewee.DateTimeField()
     author = peewee.ForeignKeyField(User, null=True, on_delete="SET NULL", backref="messages")

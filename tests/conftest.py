@@ -135,3 +135,79 @@ def create_message(app: webtest.TestApp, auth: dict[str, str]):
         return app.post_json("/api/messages", {"content": content}, headers=auth).json
 
     return create
+
+
+class LiveServer:
+    """``python run.py`` in a subprocess on a free loopback port: the real Waitress, over real HTTP."""
+
+    def __init__(self, database_url: str, env: dict[str, str] | None = None, threads: int = 8) -> None:
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        root = Path(__file__).resolve().parent.parent
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "SECRET_KEY": TEST_SECRET_KEY,
+            "PASSWORD_HASH_ITERATIONS": str(TEST_HASH_ITERATIONS),
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, str(root / "run.py"), "--host", "127.0.0.1", "--port", "0", "--threads", str(threads)],
+            cwd=root,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.log_lines: list[str] = []
+        self.url = self._wait_for_url()
+        import threading
+
+        # Keep draining the log so the server never blocks on a full pipe.
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _wait_for_url(self) -> str:
+        import re
+
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.log_lines.append(line)
+            match = re.search(r"serving on (http://\S+?)/? ", line)
+            if match:
+                return match.group(1).rstrip("/")
+        raise RuntimeError("server exited before serving:\n" + "".join(self.log_lines))
+
+    def _drain(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.log_lines.append(line)
+
+    def stop(self) -> None:
+        import subprocess
+
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def live_server(database_url: str):
+    """Start ``run.py`` on the test database; call it (optionally with env) to start more."""
+    servers: list[LiveServer] = []
+
+    def start(env: dict[str, str] | None = None, threads: int = 8) -> LiveServer:
+        server = LiveServer(database_url, env, threads)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -1,0 +1,36 @@
+-- msgapi's PostgreSQL schema, for operators who create tables by hand.
+-- The service creates the same tables itself on first start (CREATE TABLE IF NOT EXISTS);
+-- tests/test_schema.py proves this file and the models agree.
+-- Timestamps are UTC without a zone; the API renders them as RFC 3339 with a Z.
+
+BEGIN;
+
+CREATE TABLE IF NOT EXISTS users (
+    id            SERIAL PRIMARY KEY,
+    username      VARCHAR(150) NOT NULL,
+    -- the username case-folded: two names that differ only in case are one name
+    username_key  VARCHAR(150) NOT NULL,
+    password      VARCHAR(255) NOT NULL,  -- pbkdf2_sha256$<iterations>$<salt>$<hash>, as Django
+    email         VARCHAR(254) NOT NULL,
+    first_name    VARCHAR(150) NOT NULL,
+    last_name     VARCHAR(150) NOT NULL,
+    is_staff      BOOLEAN NOT NULL,
+    is_active     BOOLEAN NOT NULL,
+    token_version INTEGER NOT NULL,       -- bumped to end every token already issued
+    date_joined   TIMESTAMP NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS users_username_key ON users (username_key);
+
+CREATE TABLE IF NOT EXISTS messages (
+    id         SERIAL PRIMARY KEY,
+    content    VARCHAR(160) NOT NULL CHECK (length(content) BETWEEN 1 AND 160),
+    views      INTEGER NOT NULL DEFAULT 0 CHECK (views >= 0),
+    created_at TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP NOT NULL,
+    author_id  INTEGER REFERENCES users (id) ON DELETE SET NULL
+);
+-- the list's order (updated_at DESC, id DESC) is this index read backwards
+CREATE INDEX IF NOT EXISTS messages_updated_at_id ON messages (updated_at, id);
+CREATE INDEX IF NOT EXISTS messages_author_id ON messages (author_id);
+
+COMMIT;
