@@ -33,4 +33,13 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_updated_at_id ON messages (updated_at, id);
 CREATE INDEX IF NOT EXISTS messages_author_id ON messages (author_id);
 
+-- Auth rate limiting, shared by every app process: hits per bucket and time window.
+CREATE TABLE IF NOT EXISTS rate_limit_hits (
+    bucket       VARCHAR(200) NOT NULL,  -- e.g. token:ip:203.0.113.7, token:user:alice
+    window_start BIGINT NOT NULL,        -- Unix time the window starts
+    hits         INTEGER NOT NULL,
+    PRIMARY KEY (bucket, window_start)
+);
+CREATE INDEX IF NOT EXISTS rate_limit_hits_window_start ON rate_limit_hits (window_start);
+
 COMMIT;

@@ -8,6 +8,8 @@ from . import errors, models
 from .config import Config, from_env
 from .db import database, open_database
 from .middleware import BearerAuth, BodyLimit, DatabaseSession, RequestContext
+from .passwords import HashingGate
+from .ratelimit import RateLimiter
 from .resources.auth import Register, TokenObtain, TokenRefresh
 from .resources.docs import ASSETS_PREFIX, SWAGGER_ASSETS, DocsPage, OpenAPISpec
 from .resources.messages import MessageCollection, MessageItem
@@ -36,7 +38,7 @@ def create_app(config: Config | None = None) -> falcon.App:
     tokens = TokenService(config.secret_key, config.access_token_lifetime, config.refresh_token_lifetime)
     app = falcon.App(
         middleware=[
-            RequestContext(),
+            RequestContext(config.trusted_proxies),
             *_cors(config),
             BodyLimit(config.max_body_bytes),
             DatabaseSession(),
@@ -46,8 +48,10 @@ def create_app(config: Config | None = None) -> falcon.App:
     app.req_options.strip_url_path_trailing_slash = True
     errors.install(app)
 
-    app.add_route("/api/auth/register", Register(config.password_hash_iterations))
-    app.add_route("/api/auth/token", TokenObtain(tokens, config.password_hash_iterations))
+    limiter = RateLimiter(config.auth_rate_limit)
+    gate = HashingGate(config.effective_hash_concurrency(), config.hash_wait_seconds)
+    app.add_route("/api/auth/register", Register(config.password_hash_iterations, limiter, gate))
+    app.add_route("/api/auth/token", TokenObtain(tokens, config.password_hash_iterations, limiter, gate))
     app.add_route("/api/auth/token/refresh", TokenRefresh(tokens))
     app.add_route("/api/messages", MessageCollection())
     app.add_route("/api/messages/{id}", MessageItem())

@@ -12,6 +12,7 @@ import signal
 import sys
 
 from .config import ConfigError, from_env
+from .logcontext import RequestIdFilter
 
 log = logging.getLogger("msgapi")
 
@@ -29,7 +30,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Readable lines on stderr, each carrying the id of the request it is about (``-`` if none)."""
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 def serve(host: str, port: int, threads: int | None) -> int:

@@ -15,12 +15,37 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from .proxies import Network, parse_networks
+
 log = logging.getLogger("msgapi.config")
 
 DEFAULT_DATABASE_URL = "sqlite:///msgapi.sqlite3"
 DEFAULT_HASH_ITERATIONS = 600_000  # OWASP's current figure for PBKDF2-HMAC-SHA256
 MIN_SECRET_KEY_LENGTH = 32
 MAX_BODY_BYTES = 64 * 1024
+
+
+_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+@dataclasses.dataclass(frozen=True)
+class Rate:
+    """A request budget: ``limit`` requests per ``period`` seconds."""
+
+    limit: int
+    period: int  # seconds
+
+    @classmethod
+    def parse(cls, text: str) -> Rate | None:
+        """``"10/minute"`` -> Rate(10, 60); ``"off"`` -> None; raises ValueError otherwise."""
+        text = text.strip().lower()
+        if text in ("off", "none", "0"):
+            return None
+        count, _, unit = text.partition("/")
+        unit = unit.strip().rstrip("s") or "minute"
+        if unit not in _PERIODS or not count.strip().isdigit() or int(count) <= 0:
+            raise ValueError(text)
+        return cls(int(count), _PERIODS[unit])
 
 
 class ConfigError(Exception):
@@ -39,6 +64,18 @@ class Config:
     # Waitress worker threads; the PostgreSQL pool is sized from it.
     threads: int = 8
     max_body_bytes: int = MAX_BODY_BYTES
+    # Per client address (and per username at the token endpoint); None: no limit.
+    auth_rate_limit: Rate | None = Rate(10, 60)
+    # Proxies whose X-Forwarded-For is believed.
+    trusted_proxies: tuple[Network, ...] = ()
+    # Password hashes running at once; None: one per core, below the thread count.
+    hash_concurrency: int | None = None
+    hash_wait_seconds: float = 15.0
+
+    def effective_hash_concurrency(self) -> int:
+        if self.hash_concurrency is not None:
+            return self.hash_concurrency
+        return max(1, min(os.cpu_count() or 1, self.threads - 1))
 
     @property
     def is_sqlite(self) -> bool:
@@ -138,6 +175,19 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
             DEFAULT_HASH_ITERATIONS,
         )
 
+    try:
+        auth_rate_limit = Rate.parse(environ.get("AUTH_RATE_LIMIT", "") or "10/minute")
+    except ValueError:
+        raise ConfigError(
+            f"AUTH_RATE_LIMIT must look like '10/minute' (second, minute, hour, day) or 'off', "
+            f"got {environ.get('AUTH_RATE_LIMIT')!r}"
+        ) from None
+    try:
+        trusted_proxies = parse_networks(environ.get("TRUSTED_PROXIES", ""))
+    except ValueError as exc:
+        raise ConfigError(f"TRUSTED_PROXIES must be comma-separated addresses or networks: {exc}") from None
+    hash_concurrency = environ.get("HASH_CONCURRENCY", "").strip()
+
     return Config(
         database_url=database_url,
         secret_key=secret_key,
@@ -146,4 +196,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         password_hash_iterations=iterations,
         cors_allow_origins=_cors_origins(environ.get("CORS_ALLOW_ORIGINS")),
         threads=_positive_int(environ, "THREADS", 8),
+        auth_rate_limit=auth_rate_limit,
+        trusted_proxies=trusted_proxies,
+        hash_concurrency=_positive_int(environ, "HASH_CONCURRENCY", 1) if hash_concurrency else None,
+        hash_wait_seconds=float(_positive_int(environ, "HASH_WAIT_SECONDS", 15)),
     )

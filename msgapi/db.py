@@ -48,7 +48,13 @@ def open_database(config: Config) -> peewee.Database:
     for key in ("user", "password"):
         if key in params:
             params[key] = unquote(params[key])
+    # Bounded waits when the server or the network goes away: no request hangs for long.
     params.setdefault("connect_timeout", 5)
+    params.setdefault("keepalives", 1)
+    params.setdefault("keepalives_idle", 10)
+    params.setdefault("keepalives_interval", 5)
+    params.setdefault("keepalives_count", 3)
+    params.setdefault("tcp_user_timeout", 15_000)
     return PooledPostgresqlDatabase(
         params.pop("database"),
         max_connections=max_connections,
@@ -56,6 +62,23 @@ def open_database(config: Config) -> peewee.Database:
         timeout=10,
         **params,
     )
+
+
+def discard_broken_connections() -> None:
+    """After a connection error: drop this thread's connection and every idle pooled one.
+
+    When the database went away, the idle connections died with it; handing them
+    out again would fail one request per connection after the database is back.
+    """
+    pool = database.obj
+    if pool is None:
+        return
+    try:
+        if not pool.is_closed():
+            pool.manual_close()
+        pool.close_idle()
+    except Exception:  # closing a dead connection may itself fail; the pool forgets it either way
+        pass
 
 
 def utcnow() -> datetime.datetime:

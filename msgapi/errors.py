@@ -15,6 +15,10 @@ from typing import Any
 import falcon
 import peewee
 
+from .db import discard_broken_connections
+from .passwords import HashingBusy
+from .ratelimit import RateLimited
+
 log = logging.getLogger("msgapi.errors")
 
 PROBLEM_JSON = "application/problem+json"
@@ -58,7 +62,9 @@ def serialize_problem(req: falcon.Request, resp: falcon.Response, exc: falcon.HT
 
 
 def _database_unavailable(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict) -> None:
-    log.error("database unavailable: %s: %s", type(exc).__name__, str(exc).strip().splitlines()[0:1])
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    log.error("database unavailable: %s: %s", type(exc).__name__, first_line)
+    discard_broken_connections()
     raise falcon.HTTPServiceUnavailable(
         title="Service unavailable",
         description="The database is busy or unreachable; retry shortly.",
@@ -75,9 +81,27 @@ def _unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, para
     )
 
 
+def _rate_limited(req: falcon.Request, resp: falcon.Response, exc: RateLimited, params: dict) -> None:
+    raise falcon.HTTPTooManyRequests(
+        title="Too many requests",
+        description=f"Too many attempts from this client or for this account; retry in {exc.retry_after} s.",
+        retry_after=exc.retry_after,
+    )
+
+
+def _hashing_busy(req: falcon.Request, resp: falcon.Response, exc: HashingBusy, params: dict) -> None:
+    raise falcon.HTTPServiceUnavailable(
+        title="Service busy",
+        description="Too many logins and registrations are being processed; retry shortly.",
+        retry_after=RETRY_AFTER_SECONDS,
+    )
+
+
 def install(app: falcon.App) -> None:
     app.set_error_serializer(serialize_problem)
     # Handlers are matched most specific first (Falcon 3+), so the order here does not matter.
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(peewee.OperationalError, _database_unavailable)
     app.add_error_handler(peewee.InterfaceError, _database_unavailable)
+    app.add_error_handler(RateLimited, _rate_limited)
+    app.add_error_handler(HashingBusy, _hashing_busy)

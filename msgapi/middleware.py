@@ -6,13 +6,15 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import falcon
 
-from . import models
+from . import logcontext, models
 from .db import database
 from .errors import unauthorized
+from .proxies import Network, client_address
 from .tokens import ACCESS, InvalidToken, TokenService
 
 access_log = logging.getLogger("msgapi.access")
@@ -22,13 +24,21 @@ _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
 
 
 class RequestContext:
-    """Gives every request an id, logs one access line for it, and sets headers every response needs."""
+    """Gives every request an id and a client address, logs one access line for it,
+    and sets the headers every response needs."""
+
+    def __init__(self, trusted_proxies: Sequence[Network] = ()) -> None:
+        self._trusted_proxies = tuple(trusted_proxies)
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
         incoming = req.get_header("X-Request-ID")
         req.context.request_id = incoming if incoming and _SANE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        req.context.log_token = logcontext.request_id.set(req.context.request_id)
         req.context.user = None
+        req.context.client_ip = client_address(
+            req.remote_addr, req.get_header("X-Forwarded-For"), self._trusted_proxies
+        )
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool) -> None:
         resp.set_header("X-Request-ID", req.context.request_id)
@@ -36,14 +46,8 @@ class RequestContext:
         if access_log.isEnabledFor(logging.INFO):
             elapsed_ms = (time.perf_counter() - req.context.started) * 1000
             # The path only: query strings may carry secrets some client put there.
-            access_log.info(
-                "%s %s %s %.1fms request_id=%s",
-                req.method,
-                req.path,
-                resp.status_code,
-                elapsed_ms,
-                req.context.request_id,
-            )
+            access_log.info("%s %s %s %.1fms", req.method, req.path, resp.status_code, elapsed_ms)
+        logcontext.request_id.reset(req.context.log_token)
 
 
 class BodyLimit:

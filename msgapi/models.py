@@ -169,7 +169,51 @@ def set_password_hash(user: User, password_hash: str) -> None:
     User.update(password=password_hash).where(User.id == user.id).execute()
 
 
-ALL_MODELS = (User, Message)
+class RateLimitHit(BaseModel):
+    """Requests counted per bucket (e.g. ``token:ip:10.0.0.1``) and fixed time window.
+
+    Kept in the database, not in memory, so the limit holds across processes.
+    """
+
+    bucket = peewee.CharField(max_length=200)
+    window_start = peewee.BigIntegerField()
+    hits = peewee.IntegerField()
+
+    class Meta:
+        table_name = "rate_limit_hits"
+        primary_key = peewee.CompositeKey("bucket", "window_start")
+        indexes = ((("window_start",), False),)
+
+
+def count_hit(bucket: str, window_start: int) -> int:
+    """Count one request in ``bucket``'s window and return the window's total, atomically."""
+    query = (
+        RateLimitHit.insert(bucket=bucket, window_start=window_start, hits=1)
+        .on_conflict(
+            conflict_target=[RateLimitHit.bucket, RateLimitHit.window_start],
+            update={RateLimitHit.hits: RateLimitHit.hits + 1},
+        )
+        .returning(RateLimitHit.hits)
+    )
+    row = _single_row(query)
+    assert row is not None
+    return row["hits"]
+
+
+def hits_in_window(bucket: str, window_start: int) -> int:
+    row = (
+        RateLimitHit.select(RateLimitHit.hits)
+        .where((RateLimitHit.bucket == bucket) & (RateLimitHit.window_start == window_start))
+        .first()
+    )
+    return row.hits if row else 0
+
+
+def prune_hits(before_window: int) -> None:
+    RateLimitHit.delete().where(RateLimitHit.window_start < before_window).execute()
+
+
+ALL_MODELS = (User, Message, RateLimitHit)
 
 
 def create_tables() -> None:

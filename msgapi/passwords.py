@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import secrets
 import string
+import threading
 
 ALGORITHM = "pbkdf2_sha256"
 _SALT_ALPHABET = string.ascii_letters + string.digits
@@ -68,3 +69,29 @@ class DummyHasher:
 
     def burn(self, password: str) -> None:
         verify_password(password, self._encoded)
+
+
+class HashingBusy(Exception):
+    """Every hashing slot stayed taken for the whole wait."""
+
+
+class HashingGate:
+    """Caps how many password hashes run at once, so logins cannot starve reads.
+
+    PBKDF2 is CPU-bound; with more hashes in flight than cores, every thread
+    (readers too) waits on the CPU. Over the cap a request queues for up to
+    ``wait_seconds`` rather than being refused at once. Per process by nature.
+    """
+
+    def __init__(self, max_concurrent: int, wait_seconds: float) -> None:
+        self._slots = threading.BoundedSemaphore(max_concurrent)
+        self._wait_seconds = wait_seconds
+        self.max_concurrent = max_concurrent
+
+    def __enter__(self) -> HashingGate:
+        if not self._slots.acquire(timeout=self._wait_seconds):
+            raise HashingBusy
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._slots.release()

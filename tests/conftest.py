@@ -86,6 +86,8 @@ def config(database_url: str) -> Config:
         secret_key=TEST_SECRET_KEY,
         password_hash_iterations=TEST_HASH_ITERATIONS,
         threads=4,
+        # Tests log in far more often than a person; the limiter has its own tests.
+        auth_rate_limit=None,
     )
 
 
@@ -151,6 +153,7 @@ class LiveServer:
             "DATABASE_URL": database_url,
             "SECRET_KEY": TEST_SECRET_KEY,
             "PASSWORD_HASH_ITERATIONS": str(TEST_HASH_ITERATIONS),
+            "AUTH_RATE_LIMIT": "off",
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }

@@ -67,4 +67,4 @@ def test_access_log_line_carries_the_request_id(live_server):
     status, headers, _ = _request(server.url, "GET", "/api/messages", headers={"X-Request-ID": "trace-42"})
     assert status == 200 and headers["X-Request-ID"] == "trace-42"
     server.stop()
-    assert any("GET /api/messages 200" in line and "request_id=trace-42" in line for line in server.log_lines)
+    assert any("GET /api/messages 200" in line and "[trace-42]" in line for line in server.log_lines)

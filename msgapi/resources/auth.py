@@ -10,6 +10,8 @@ import peewee
 from .. import models, passwords
 from ..body import FieldErrors, read_body
 from ..errors import ValidationFailed, unauthorized
+from ..passwords import HashingGate
+from ..ratelimit import RateLimiter
 from ..tokens import REFRESH, InvalidToken, TokenService
 
 # Django's UnicodeUsernameValidator: letters, digits and @ . + - _
@@ -48,10 +50,13 @@ def _no_store(resp: falcon.Response) -> None:
 
 
 class Register:
-    def __init__(self, hash_iterations: int) -> None:
+    def __init__(self, hash_iterations: int, limiter: RateLimiter, gate: HashingGate) -> None:
         self._iterations = hash_iterations
+        self._limiter = limiter
+        self._gate = gate
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self._limiter.hit(f"register:ip:{req.context.client_ip}")
         body = read_body(req)
         errors = FieldErrors()
         username = errors.string(body, "username", max_length=MAX_USERNAME_LENGTH, check=_username_problem)
@@ -70,10 +75,16 @@ class Register:
             errors.add("username", USERNAME_TAKEN)
         errors.raise_if_any()
         assert username is not None and password is not None
+        with self._gate:
+            # Checked again after queueing for a hashing slot: in a burst of registrations
+            # of one name, the losers answer at once instead of each hashing for nothing.
+            if models.User.by_username(username) is not None:
+                raise ValidationFailed({"username": [USERNAME_TAKEN]})
+            password_hash = passwords.make_password(password, self._iterations)
         try:
             user = models.create_user(
                 username,
-                passwords.make_password(password, self._iterations),
+                password_hash,
                 **{field: value for field, value in profile.items() if value is not None},
             )
         except peewee.IntegrityError:
@@ -84,9 +95,11 @@ class Register:
 
 
 class TokenObtain:
-    def __init__(self, tokens: TokenService, hash_iterations: int) -> None:
+    def __init__(self, tokens: TokenService, hash_iterations: int, limiter: RateLimiter, gate: HashingGate) -> None:
         self._tokens = tokens
         self._iterations = hash_iterations
+        self._limiter = limiter
+        self._gate = gate
         self._dummy = passwords.DummyHasher(hash_iterations)
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -96,15 +109,17 @@ class TokenObtain:
         password = errors.string(body, "password", max_length=MAX_PASSWORD_LENGTH)
         errors.raise_if_any()
         assert username is not None and password is not None
+        self._limiter.hit(f"token:ip:{req.context.client_ip}", f"token:user:{models.User.canonical(username)}")
         user = models.User.by_username(username)
-        if user is None or not user.is_active:
-            # Same work and same answer as a wrong password: no user enumeration.
-            self._dummy.burn(password)
-            raise unauthorized(BAD_CREDENTIALS, token_sent=False)
-        if not passwords.verify_password(password, user.password):
-            raise unauthorized(BAD_CREDENTIALS, token_sent=False)
-        if passwords.needs_rehash(user.password, self._iterations):
-            models.set_password_hash(user, passwords.make_password(password, self._iterations))
+        with self._gate:
+            if user is None or not user.is_active:
+                # Same work and same answer as a wrong password: no user enumeration.
+                self._dummy.burn(password)
+                raise unauthorized(BAD_CREDENTIALS, token_sent=False)
+            if not passwords.verify_password(password, user.password):
+                raise unauthorized(BAD_CREDENTIALS, token_sent=False)
+            if passwords.needs_rehash(user.password, self._iterations):
+                models.set_password_hash(user, passwords.make_password(password, self._iterations))
         _no_store(resp)
         resp.media = self._tokens.issue_pair(user.id)
 
