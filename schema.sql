@@ -29,8 +29,11 @@ CREATE TABLE IF NOT EXISTS messages (
     updated_at TIMESTAMP NOT NULL,
     author_id  INTEGER REFERENCES users (id) ON DELETE SET NULL
 );
--- the list's order (updated_at DESC, id DESC) is this index read backwards
+-- the list's orders: keyset pages walk these forwards or backwards
 CREATE INDEX IF NOT EXISTS messages_updated_at_id ON messages (updated_at, id);
+CREATE INDEX IF NOT EXISTS messages_created_at_id ON messages (created_at, id);
+-- no index on views on purpose: every GET changes views, and an index on it would
+-- make each view an index write and rule out HOT updates
 CREATE INDEX IF NOT EXISTS messages_author_id ON messages (author_id);
 
 -- Auth rate limiting, shared by every app process: hits per bucket and time window.
@@ -41,5 +44,22 @@ CREATE TABLE IF NOT EXISTS rate_limit_hits (
     PRIMARY KEY (bucket, window_start)
 );
 CREATE INDEX IF NOT EXISTS rate_limit_hits_window_start ON rate_limit_hits (window_start);
+
+-- Refresh tokens that may not be used again (logged out, or spent by rotation),
+-- kept until they would have expired anyway.
+CREATE TABLE IF NOT EXISTS revoked_tokens (
+    jti        VARCHAR(64) PRIMARY KEY,
+    family     VARCHAR(64) NOT NULL,   -- the login this token descends from
+    reason     VARCHAR(16) NOT NULL,   -- logout or rotated
+    expires_at BIGINT NOT NULL         -- Unix time
+);
+CREATE INDEX IF NOT EXISTS revoked_tokens_expires_at ON revoked_tokens (expires_at);
+
+-- Token families revoked because a spent refresh token was presented again.
+CREATE TABLE IF NOT EXISTS revoked_families (
+    family     VARCHAR(64) PRIMARY KEY,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS revoked_families_expires_at ON revoked_families (expires_at);
 
 COMMIT;

@@ -10,8 +10,10 @@ from .db import database, open_database
 from .middleware import BearerAuth, BodyLimit, DatabaseSession, RequestContext
 from .passwords import HashingGate
 from .ratelimit import RateLimiter
-from .resources.auth import Register, TokenObtain, TokenRefresh
+from .resources.accounts import Me, PasswordChange, UserAdmin
+from .resources.auth import Register, TokenBlacklist, TokenObtain, TokenRefresh, TokenVerify
 from .resources.docs import ASSETS_PREFIX, SWAGGER_ASSETS, DocsPage, OpenAPISpec
+from .resources.health import Health
 from .resources.messages import MessageCollection, MessageItem
 from .tokens import TokenService
 
@@ -46,15 +48,24 @@ def create_app(config: Config | None = None) -> falcon.App:
         ]
     )
     app.req_options.strip_url_path_trailing_slash = True
+    # "?limit=" must be a 400, not silently the default.
+    app.req_options.keep_blank_qs_values = True
     errors.install(app)
 
     limiter = RateLimiter(config.auth_rate_limit)
     gate = HashingGate(config.effective_hash_concurrency(), config.hash_wait_seconds)
-    app.add_route("/api/auth/register", Register(config.password_hash_iterations, limiter, gate))
-    app.add_route("/api/auth/token", TokenObtain(tokens, config.password_hash_iterations, limiter, gate))
-    app.add_route("/api/auth/token/refresh", TokenRefresh(tokens))
-    app.add_route("/api/messages", MessageCollection())
+    iterations = config.password_hash_iterations
+    app.add_route("/api/auth/register", Register(iterations, limiter, gate))
+    app.add_route("/api/auth/token", TokenObtain(tokens, iterations, limiter, gate))
+    app.add_route("/api/auth/token/refresh", TokenRefresh(tokens, config.rotate_refresh_tokens))
+    app.add_route("/api/auth/token/verify", TokenVerify(tokens))
+    app.add_route("/api/auth/token/blacklist", TokenBlacklist(tokens))
+    app.add_route("/api/auth/me", Me())
+    app.add_route("/api/auth/password", PasswordChange(tokens, iterations, gate))
+    app.add_route("/api/users/{id}", UserAdmin())
+    app.add_route("/api/messages", MessageCollection(config.list_page_size))
     app.add_route("/api/messages/{id}", MessageItem())
+    app.add_route("/healthz", Health())
     docs = DocsPage()
     app.add_route("/", docs)
     app.add_route("/docs/init.js", docs, suffix="init")

@@ -71,6 +71,10 @@ class Config:
     # Password hashes running at once; None: one per core, below the thread count.
     hash_concurrency: int | None = None
     hash_wait_seconds: float = 15.0
+    # Messages per page when the client gives no ``limit``.
+    list_page_size: int = 100
+    # Single-use refresh tokens with reuse detection; off keeps simplejwt's reusable ones.
+    rotate_refresh_tokens: bool = False
 
     def effective_hash_concurrency(self) -> int:
         if self.hash_concurrency is not None:
@@ -107,6 +111,17 @@ def _cors_origins(raw: str | None) -> tuple[str, ...] | None:
         if origin != "*" and not origin.startswith(("http://", "https://")):
             raise ConfigError(f"CORS_ALLOW_ORIGINS: {origin!r} is not an http(s) origin")
     return origins
+
+
+def _boolean(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
 def sqlite_path(database_url: str) -> Path:
@@ -187,6 +202,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
     except ValueError as exc:
         raise ConfigError(f"TRUSTED_PROXIES must be comma-separated addresses or networks: {exc}") from None
     hash_concurrency = environ.get("HASH_CONCURRENCY", "").strip()
+    list_page_size = _positive_int(environ, "LIST_PAGE_SIZE", 100)
+    if list_page_size > 1000:
+        raise ConfigError(f"LIST_PAGE_SIZE must be from 1 to 1000, got {list_page_size}")
 
     return Config(
         database_url=database_url,
@@ -200,4 +218,6 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         trusted_proxies=trusted_proxies,
         hash_concurrency=_positive_int(environ, "HASH_CONCURRENCY", 1) if hash_concurrency else None,
         hash_wait_seconds=float(_positive_int(environ, "HASH_WAIT_SECONDS", 15)),
+        list_page_size=list_page_size,
+        rotate_refresh_tokens=_boolean(environ, "ROTATE_REFRESH_TOKENS", False),
     )

@@ -30,12 +30,16 @@ SQLITE_PRAGMAS = {
 }
 
 
+def _casefold(value: str | None) -> str | None:
+    return value.casefold() if isinstance(value, str) else value
+
+
 def open_database(config: Config) -> peewee.Database:
     """A pooled database for ``config.database_url``, not yet connected."""
     # Threads plus a little headroom: the runner's own start-up work and CLI commands.
     max_connections = config.threads + 4
     if config.is_sqlite:
-        return PooledSqliteDatabase(
+        db = PooledSqliteDatabase(
             str(sqlite_path(config.database_url)),
             pragmas=SQLITE_PRAGMAS,
             max_connections=max_connections,
@@ -43,6 +47,9 @@ def open_database(config: Config) -> peewee.Database:
             timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
             check_same_thread=False,
         )
+        # Unicode-aware case folding for search; SQLite's own lower() knows only ASCII.
+        db.register_function(_casefold, "msgapi_casefold", 1)
+        return db
     params = parse(config.database_url)
     # playhouse leaves percent-escapes in the credentials; libpq wants them decoded.
     for key in ("user", "password"):

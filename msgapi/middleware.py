@@ -103,7 +103,7 @@ class BearerAuth:
             claims = self._tokens.decode(token, ACCESS)
         except InvalidToken:
             raise unauthorized("The access token is invalid or expired.", token_sent=True) from None
-        user = models.User.active_by_id(claims["user_id"])
+        user = models.User.for_token(claims)
         if user is None:
-            raise unauthorized("The token's user does not exist or is inactive.", token_sent=True)
+            raise unauthorized("The token's user is inactive, gone, or has ended this token.", token_sent=True)
         req.context.user = user

@@ -55,6 +55,14 @@ class User(BaseModel):
             return None
         return cls.get_or_none((cls.id == user_id) & (cls.is_active == True))
 
+    @classmethod
+    def for_token(cls, claims: dict[str, Any]) -> User | None:
+        """The active user a verified token speaks for, if the token is still current for them."""
+        user = cls.active_by_id(claims["user_id"])
+        if user is None or user.token_version != claims["ver"]:
+            return None
+        return user
+
     def public_json(self) -> dict[str, Any]:
         """The user as the old service showed it (never the password)."""
         return {
@@ -65,6 +73,10 @@ class User(BaseModel):
             "last_name": self.last_name,
             "is_staff": self.is_staff,
         }
+
+    def account_json(self) -> dict[str, Any]:
+        """What the user sees of their own account, and staff of anyone's."""
+        return {**self.public_json(), "is_active": self.is_active, "date_joined": render_timestamp(self.date_joined)}
 
 
 class Message(BaseModel):
@@ -77,8 +89,11 @@ class Message(BaseModel):
     class Meta:
         table_name = "messages"
         indexes = (
-            # The list's order: newest updated_at first, ties by id.
+            # The list's orders: keyset pages walk these, forwards or backwards.
             (("updated_at", "id"), False),
+            (("created_at", "id"), False),
+            # No index on views on purpose: every GET changes views, and an index on it
+            # would turn each view into an index write (and rule out PostgreSQL's HOT updates).
         )
 
 
@@ -92,15 +107,61 @@ def _message_columns() -> list[Any]:
     return [Message.id, Message.content, Message.views, Message.created_at, Message.updated_at]
 
 
-def list_messages() -> list[dict[str, Any]]:
-    """Every message, newest ``updated_at`` first, ties broken by the higher id."""
-    query = (
-        Message.select(*_message_columns(), User.username.alias("author"))
-        .join(User, peewee.JOIN.LEFT_OUTER, on=(Message.author == User.id))
-        .order_by(Message.updated_at.desc(), Message.id.desc())
-        .dicts()
+# What the list may be ordered by; ties are always broken by id, in the same direction.
+ORDERINGS = {
+    "updated_at": Message.updated_at,
+    "created_at": Message.created_at,
+    "views": Message.views,
+    "id": Message.id,
+}
+
+
+def list_messages(
+    *,
+    limit: int,
+    ordering: str = "-updated_at",
+    after: tuple[Any, int] | None = None,
+    author: str | None = None,
+    search: str | None = None,
+) -> list[dict[str, Any]]:
+    """One page of messages, keyset-paged: ``after`` is (ordering value, id) of the last row seen.
+
+    Page 1,000 costs what page 1 costs: the position is a WHERE on the ordering
+    index, never an OFFSET. Returns up to ``limit`` rows.
+    """
+    descending = ordering.startswith("-")
+    field = ORDERINGS[ordering.lstrip("-")]
+    query = Message.select(*_message_columns(), User.username.alias("author")).join(
+        User, peewee.JOIN.LEFT_OUTER, on=(Message.author == User.id)
     )
-    return list(query)
+    if author is not None:
+        query = query.where(User.username_key == User.canonical(author))
+    if search:
+        query = query.where(_content_contains(search))
+    if after is not None:
+        value, last_id = after
+        if field is Message.id:
+            query = query.where(Message.id < last_id if descending else Message.id > last_id)
+        else:
+            key = peewee.Tuple(field, Message.id)
+            position = peewee.Tuple(field.db_value(value), last_id)
+            query = query.where(key < position if descending else key > position)
+    if field is Message.id:
+        order = [Message.id.desc() if descending else Message.id.asc()]
+    else:
+        order = [field.desc(), Message.id.desc()] if descending else [field.asc(), Message.id.asc()]
+    return list(query.order_by(*order).limit(limit).dicts())
+
+
+def _content_contains(text: str) -> peewee.Expression:
+    """Case-insensitive substring match that behaves the same on both databases.
+
+    PostgreSQL's ILIKE folds case for all of Unicode; SQLite's LIKE only for ASCII,
+    so on SQLite both sides go through Python's casefold (registered per connection).
+    """
+    if isinstance(database.obj, peewee.SqliteDatabase):
+        return peewee.fn.msgapi_casefold(Message.content).contains(text.casefold())
+    return Message.content.contains(text)
 
 
 def _single_row(query: peewee.Query) -> dict[str, Any] | None:
@@ -150,8 +211,10 @@ def delete_message(message_id: int) -> bool:
     return Message.delete().where(Message.id == message_id).execute() > 0
 
 
-def message_exists(message_id: int) -> bool:
-    return Message.select(Message.id).where(Message.id == message_id).exists()
+def find_author_id(message_id: int) -> tuple[bool, int | None]:
+    """(exists, author's id or None): what a write needs to decide 404 or 403."""
+    row = Message.select(Message.author).where(Message.id == message_id).tuples().first()
+    return (False, None) if row is None else (True, row[0])
 
 
 def create_user(username: str, password_hash: str, **profile: Any) -> User:
@@ -166,7 +229,34 @@ def create_user(username: str, password_hash: str, **profile: Any) -> User:
 
 
 def set_password_hash(user: User, password_hash: str) -> None:
+    """Store a rehash of the same password (a work-factor upgrade): tokens stay valid."""
     User.update(password=password_hash).where(User.id == user.id).execute()
+
+
+def change_password(user: User, password_hash: str) -> int:
+    """Store a new password and end every token issued before; returns the new token version."""
+    row = _single_row(
+        User.update(password=password_hash, token_version=User.token_version + 1)
+        .where(User.id == user.id)
+        .returning(User.token_version)
+    )
+    assert row is not None
+    return row["token_version"]
+
+
+def update_profile(user: User, profile: dict[str, str]) -> User:
+    if profile:
+        User.update(**profile).where(User.id == user.id).execute()
+    return User.get_by_id(user.id)
+
+
+def set_active(user: User, active: bool) -> User:
+    """Activate or deactivate; deactivating also ends every token already issued."""
+    changes: dict[Any, Any] = {User.is_active: active}
+    if not active:
+        changes[User.token_version] = User.token_version + 1
+    User.update(changes).where(User.id == user.id).execute()
+    return User.get_by_id(user.id)
 
 
 class RateLimitHit(BaseModel):
@@ -213,7 +303,75 @@ def prune_hits(before_window: int) -> None:
     RateLimitHit.delete().where(RateLimitHit.window_start < before_window).execute()
 
 
-ALL_MODELS = (User, Message, RateLimitHit)
+class RevokedToken(BaseModel):
+    """A refresh token that may not be used again: logged out, or spent by rotation.
+
+    Rows are only needed until the token would have expired anyway; they are
+    pruned on every revocation write.
+    """
+
+    jti = peewee.CharField(max_length=64, primary_key=True)
+    family = peewee.CharField(max_length=64)
+    reason = peewee.CharField(max_length=16)  # "logout" or "rotated"
+    expires_at = peewee.BigIntegerField(index=True)  # Unix time
+
+    class Meta:
+        table_name = "revoked_tokens"
+
+
+class RevokedFamily(BaseModel):
+    """Every refresh token descended from one login: revoked when a spent token is reused."""
+
+    family = peewee.CharField(max_length=64, primary_key=True)
+    expires_at = peewee.BigIntegerField(index=True)
+
+    class Meta:
+        table_name = "revoked_families"
+
+
+LOGOUT = "logout"
+ROTATED = "rotated"
+
+
+def _prune_revocations(now: int) -> None:
+    RevokedToken.delete().where(RevokedToken.expires_at < now).execute()
+    RevokedFamily.delete().where(RevokedFamily.expires_at < now).execute()
+
+
+def revoke_token(jti: str, family: str, reason: str, expires_at: int, now: int) -> str | None:
+    """Record ``jti`` as unusable. Returns None if this call recorded it, else the earlier reason.
+
+    One INSERT decides between concurrent callers: exactly one of two refreshes
+    racing with the same token records it; the other learns it was already spent.
+    """
+    with database.atomic():
+        _prune_revocations(now)
+        inserted = _single_row(
+            RevokedToken.insert(jti=jti, family=family, reason=reason, expires_at=expires_at)
+            .on_conflict_ignore()
+            .returning(RevokedToken.jti)
+        )
+        if inserted is not None:
+            return None
+        earlier = RevokedToken.get_or_none(RevokedToken.jti == jti)
+        return earlier.reason if earlier else reason
+
+
+def revoke_family(family: str, expires_at: int, now: int) -> None:
+    with database.atomic():
+        _prune_revocations(now)
+        RevokedFamily.insert(family=family, expires_at=expires_at).on_conflict_ignore().execute()
+
+
+def is_family_revoked(family: str) -> bool:
+    return RevokedFamily.select().where(RevokedFamily.family == family).exists()
+
+
+def is_revoked(jti: str, family: str) -> bool:
+    return is_family_revoked(family) or RevokedToken.select().where(RevokedToken.jti == jti).exists()
+
+
+ALL_MODELS = (User, Message, RateLimitHit, RevokedToken, RevokedFamily)
 
 
 def create_tables() -> None:

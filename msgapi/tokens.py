@@ -1,8 +1,11 @@
 """Issue and decode the JWTs, with the claims simplejwt used.
 
 Claims: ``token_type`` (``access`` or ``refresh``), ``exp``, ``iat``, ``jti``,
-``user_id``. HS256 only; decoding pins the algorithm and requires every claim,
-so ``alg: none``, other algorithms and tokens missing a claim are refused.
+``user_id`` as simplejwt, plus ``ver`` (the user's token version: bumping it ends
+every token issued before) and, on refresh tokens, ``fam`` (the login the token
+descends from, so a reused rotated token can revoke its whole family). HS256
+only; decoding pins the algorithm and requires every claim, so ``alg: none``,
+other algorithms and tokens missing a claim are refused.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import jwt
 ALGORITHM = "HS256"
 ACCESS = "access"
 REFRESH = "refresh"
-REQUIRED_CLAIMS = ["token_type", "exp", "iat", "jti", "user_id"]
+REQUIRED_CLAIMS = ["token_type", "exp", "iat", "jti", "user_id", "ver"]
 # Clock skew tolerated between processes or machines that share the key.
 LEEWAY_SECONDS = 30
 
@@ -30,27 +33,36 @@ class TokenService:
         self._key = secret_key
         self._lifetimes = {ACCESS: access_lifetime, REFRESH: refresh_lifetime}
 
-    def issue(self, token_type: str, user_id: int, **extra: Any) -> str:
+    def lifetime(self, token_type: str) -> int:
+        return self._lifetimes[token_type]
+
+    def issue(self, token_type: str, user_id: int, version: int, family: str | None = None) -> str:
         now = int(time.time())
-        claims = {
+        jti = uuid.uuid4().hex
+        claims: dict[str, Any] = {
             "token_type": token_type,
             "exp": now + self._lifetimes[token_type],
             "iat": now,
-            "jti": uuid.uuid4().hex,
+            "jti": jti,
             "user_id": user_id,
-            **extra,
+            "ver": version,
         }
+        if token_type == REFRESH:
+            claims["fam"] = family or jti
         return jwt.encode(claims, self._key, algorithm=ALGORITHM)
 
-    def issue_pair(self, user_id: int, **extra: Any) -> dict[str, str]:
+    def issue_pair(self, user_id: int, version: int, family: str | None = None) -> dict[str, str]:
         """A fresh refresh and access token, as simplejwt's token view returns them."""
         return {
-            "refresh": self.issue(REFRESH, user_id, **extra),
-            "access": self.issue(ACCESS, user_id, **extra),
+            "refresh": self.issue(REFRESH, user_id, version, family),
+            "access": self.issue(ACCESS, user_id, version),
         }
 
-    def decode(self, token: str, expected_type: str) -> dict[str, Any]:
-        """The verified claims of ``token``; raises ``InvalidToken`` for anything else."""
+    def decode(self, token: str, expected_type: str | None) -> dict[str, Any]:
+        """The verified claims of ``token``; raises ``InvalidToken`` for anything else.
+
+        ``expected_type`` None accepts either type (the verify endpoint).
+        """
         try:
             claims = jwt.decode(
                 token,
@@ -61,8 +73,13 @@ class TokenService:
             )
         except jwt.InvalidTokenError as exc:
             raise InvalidToken(str(exc)) from None
-        if claims.get("token_type") != expected_type:
+        token_type = claims.get("token_type")
+        if token_type not in (ACCESS, REFRESH) or (expected_type is not None and token_type != expected_type):
             raise InvalidToken("wrong token type")
+        if token_type == REFRESH and not (isinstance(claims.get("fam"), str) and claims["fam"]):
+            raise InvalidToken("refresh token without a family")
+        if not isinstance(claims.get("ver"), int) or isinstance(claims["ver"], bool):
+            raise InvalidToken("bad ver claim")
         user_id = claims.get("user_id")
         # bool is an int subclass; a token saying user_id: true is not ours.
         if not isinstance(user_id, int) or isinstance(user_id, bool) or user_id <= 0:

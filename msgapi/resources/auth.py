@@ -1,8 +1,8 @@
-"""/api/auth/register/, /api/auth/token/ and /api/auth/token/refresh/."""
+"""Registration and the simplejwt-compatible token endpoints: obtain, refresh, verify, blacklist."""
 
 from __future__ import annotations
 
-import re
+import time
 
 import falcon
 import peewee
@@ -12,41 +12,21 @@ from ..body import FieldErrors, read_body
 from ..errors import ValidationFailed, unauthorized
 from ..passwords import HashingGate
 from ..ratelimit import RateLimiter
-from ..tokens import REFRESH, InvalidToken, TokenService
+from ..tokens import ACCESS, REFRESH, InvalidToken, TokenService
+from . import accounts
+from .accounts import no_store
 
-# Django's UnicodeUsernameValidator: letters, digits and @ . + - _
-_USERNAME = re.compile(r"[\w.@+-]+\Z")
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+\Z")
-MAX_USERNAME_LENGTH = 150
-MIN_PASSWORD_LENGTH = 8
-# Long enough for any passphrase; short enough that nobody sends megabytes to hash.
-MAX_PASSWORD_LENGTH = 1024
 USERNAME_TAKEN = "A user with that username already exists."
 BAD_CREDENTIALS = "No active account found with the given credentials."
+BAD_TOKEN = "Token is invalid or expired."
 
 
-def _username_problem(value: str) -> str | None:
-    if not _USERNAME.match(value):
-        return "Enter a valid username. This value may contain only letters, numbers, and @/./+/-/_ characters."
-    return None
-
-
-def _email_problem(value: str) -> str | None:
-    return None if _EMAIL.match(value) else "Enter a valid email address."
-
-
-def _password_problems(password: str, username: str | None) -> list[str]:
-    problems = []
-    if password.isdigit():
-        problems.append("This password is entirely numeric.")
-    if username and password.casefold() == username.casefold():
-        problems.append("The password is too similar to the username.")
-    return problems
-
-
-def _no_store(resp: falcon.Response) -> None:
-    # Tokens must not be kept by browsers or proxies.
-    resp.cache_control = ["no-store"]
+def _read_token_field(req: falcon.Request, field: str) -> str:
+    errors = FieldErrors()
+    token = errors.string(read_body(req), field, max_length=4096)
+    errors.raise_if_any()
+    assert token is not None
+    return token
 
 
 class Register:
@@ -59,18 +39,9 @@ class Register:
         self._limiter.hit(f"register:ip:{req.context.client_ip}")
         body = read_body(req)
         errors = FieldErrors()
-        username = errors.string(body, "username", max_length=MAX_USERNAME_LENGTH, check=_username_problem)
-        password = errors.string(body, "password", min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)
-        profile = {
-            "email": errors.string(
-                body, "email", required=False, allow_blank=True, max_length=254, check=_email_problem
-            ),
-            "first_name": errors.string(body, "first_name", required=False, allow_blank=True, max_length=150),
-            "last_name": errors.string(body, "last_name", required=False, allow_blank=True, max_length=150),
-        }
-        if password is not None:
-            for problem in _password_problems(password, username):
-                errors.add("password", problem)
+        username = accounts.read_username(errors, body)
+        password = accounts.read_new_password(errors, body, "password", username)
+        profile = accounts.read_profile(errors, body)
         if username is not None and models.User.by_username(username) is not None:
             errors.add("username", USERNAME_TAKEN)
         errors.raise_if_any()
@@ -82,15 +53,12 @@ class Register:
                 raise ValidationFailed({"username": [USERNAME_TAKEN]})
             password_hash = passwords.make_password(password, self._iterations)
         try:
-            user = models.create_user(
-                username,
-                password_hash,
-                **{field: value for field, value in profile.items() if value is not None},
-            )
+            user = models.create_user(username, password_hash, **profile)
         except peewee.IntegrityError:
             # Lost a race with a registration of the same name.
             raise ValidationFailed({"username": [USERNAME_TAKEN]}) from None
         resp.status = falcon.HTTP_201
+        resp.location = "/api/auth/me"
         resp.media = user.public_json()
 
 
@@ -105,8 +73,8 @@ class TokenObtain:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_body(req)
         errors = FieldErrors()
-        username = errors.string(body, "username", max_length=MAX_USERNAME_LENGTH)
-        password = errors.string(body, "password", max_length=MAX_PASSWORD_LENGTH)
+        username = errors.string(body, "username", max_length=accounts.MAX_USERNAME_LENGTH)
+        password = errors.string(body, "password", max_length=accounts.MAX_PASSWORD_LENGTH)
         errors.raise_if_any()
         assert username is not None and password is not None
         self._limiter.hit(f"token:ip:{req.context.client_ip}", f"token:user:{models.User.canonical(username)}")
@@ -120,24 +88,76 @@ class TokenObtain:
                 raise unauthorized(BAD_CREDENTIALS, token_sent=False)
             if passwords.needs_rehash(user.password, self._iterations):
                 models.set_password_hash(user, passwords.make_password(password, self._iterations))
-        _no_store(resp)
-        resp.media = self._tokens.issue_pair(user.id)
+        no_store(resp)
+        resp.media = self._tokens.issue_pair(user.id, user.token_version)
 
 
 class TokenRefresh:
+    """simplejwt's refresh; with rotation on, each refresh token is single-use.
+
+    Presenting a refresh token that was already rotated means two parties hold it
+    (one of them a thief): the whole family descended from that login is revoked.
+    """
+
+    def __init__(self, tokens: TokenService, rotate: bool) -> None:
+        self._tokens = tokens
+        self._rotate = rotate
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        refresh = _read_token_field(req, "refresh")
+        try:
+            claims = self._tokens.decode(refresh, REFRESH)
+        except InvalidToken:
+            raise unauthorized(BAD_TOKEN, token_sent=True) from None
+        user = models.User.for_token(claims)
+        if user is None or models.is_family_revoked(claims["fam"]):
+            raise unauthorized(BAD_TOKEN, token_sent=True)
+        no_store(resp)
+        if not self._rotate:
+            if models.is_revoked(claims["jti"], claims["fam"]):
+                raise unauthorized(BAD_TOKEN, token_sent=True)
+            resp.media = {"access": self._tokens.issue(ACCESS, user.id, user.token_version)}
+            return
+        now = int(time.time())
+        # Spend the token first: of two refreshes racing with it, only one records it.
+        earlier = models.revoke_token(claims["jti"], claims["fam"], models.ROTATED, claims["exp"], now)
+        if earlier is not None:
+            if earlier == models.ROTATED:
+                models.revoke_family(claims["fam"], now + self._tokens.lifetime(REFRESH), now)
+            raise unauthorized(BAD_TOKEN, token_sent=True)
+        resp.media = self._tokens.issue_pair(user.id, user.token_version, family=claims["fam"])
+
+
+class TokenVerify:
+    """simplejwt's verify: 200 ``{}`` for a token that would be accepted now, else 401."""
+
     def __init__(self, tokens: TokenService) -> None:
         self._tokens = tokens
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        errors = FieldErrors()
-        refresh = errors.string(read_body(req), "refresh")
-        errors.raise_if_any()
-        assert refresh is not None
+        token = _read_token_field(req, "token")
+        try:
+            claims = self._tokens.decode(token, None)
+        except InvalidToken:
+            raise unauthorized(BAD_TOKEN, token_sent=True) from None
+        if models.User.for_token(claims) is None:
+            raise unauthorized(BAD_TOKEN, token_sent=True)
+        if claims["token_type"] == REFRESH and models.is_revoked(claims["jti"], claims["fam"]):
+            raise unauthorized(BAD_TOKEN, token_sent=True)
+        resp.media = {}
+
+
+class TokenBlacklist:
+    """simplejwt's blacklist (log out): the refresh token stops working, in every process."""
+
+    def __init__(self, tokens: TokenService) -> None:
+        self._tokens = tokens
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        refresh = _read_token_field(req, "refresh")
         try:
             claims = self._tokens.decode(refresh, REFRESH)
         except InvalidToken:
-            raise unauthorized("Token is invalid or expired.", token_sent=True) from None
-        if models.User.active_by_id(claims["user_id"]) is None:
-            raise unauthorized("Token is invalid or expired.", token_sent=True)
-        _no_store(resp)
-        resp.media = {"access": self._tokens.issue("access", claims["user_id"])}
+            raise unauthorized(BAD_TOKEN, token_sent=True) from None
+        models.revoke_token(claims["jti"], claims["fam"], models.LOGOUT, claims["exp"], int(time.time()))
+        resp.media = {}

@@ -50,6 +50,8 @@ class OpenAPISpec:
         resp.content_type = "application/yaml; charset=utf-8"
         resp.data = SPEC_BYTES
 
+    on_head = on_get
+
 
 class DocsPage:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -58,6 +60,8 @@ class DocsPage:
             "Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'"
         )
         resp.data = _PAGE
+
+    on_head = on_get
 
     def on_get_init(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = "text/javascript; charset=utf-8"

@@ -8,6 +8,7 @@ import falcon
 
 from .. import models
 from ..body import FieldErrors, read_body
+from .paging import next_link, parse_list_query
 
 MAX_CONTENT_LENGTH = 160
 
@@ -48,8 +49,25 @@ def read_content(req: falcon.Request) -> str:
 class MessageCollection:
     auth_methods = frozenset({"POST"})
 
+    def __init__(self, page_size: int) -> None:
+        self._page_size = page_size
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = [message_json(row) for row in models.list_messages()]
+        query = parse_list_query(req, self._page_size)
+        # One row more than the page tells whether a next page exists, without a COUNT.
+        rows = models.list_messages(
+            limit=query.limit + 1,
+            ordering=query.ordering,
+            after=query.after,
+            author=query.author,
+            search=query.search,
+        )
+        if len(rows) > query.limit:
+            rows = rows[: query.limit]
+            resp.append_header("Link", next_link(req, query, rows[-1]))
+        resp.media = [message_json(row) for row in rows]
+
+    on_head = on_get
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         row = models.create_message(read_content(req), req.context.user)
@@ -74,11 +92,22 @@ class MessageItem:
             raise not_found()
         resp.media = message_json(row)
 
-    def _replace(self, req: falcon.Request, resp: falcon.Response, id: str) -> None:
-        message_id = parse_message_id(id)
-        # 404 before any body error: the order of checks is part of the contract.
-        if not models.message_exists(message_id):
+    def _writable_id(self, req: falcon.Request, raw_id: str) -> int:
+        """The id of a message the user may change: 404 before 403, both before any body error."""
+        message_id = parse_message_id(raw_id)
+        exists, author_id = models.find_author_id(message_id)
+        if not exists:
             raise not_found()
+        user = req.context.user
+        if not user.is_staff and (author_id is None or author_id != user.id):
+            raise falcon.HTTPForbidden(
+                title="Forbidden",
+                description="Only the message's author or staff may change it.",
+            )
+        return message_id
+
+    def _replace(self, req: falcon.Request, resp: falcon.Response, id: str) -> None:
+        message_id = self._writable_id(req, id)
         row = models.replace_content(message_id, read_content(req))
         if row is None:  # deleted between the check and the update
             raise not_found()
@@ -88,6 +117,6 @@ class MessageItem:
     on_patch = _replace
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, id: str) -> None:
-        if not models.delete_message(parse_message_id(id)):
+        if not models.delete_message(self._writable_id(req, id)):
             raise not_found()
         resp.status = falcon.HTTP_204

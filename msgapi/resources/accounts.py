@@ -1,0 +1,158 @@
+"""Accounts: field rules shared with registration, ``/api/auth/me``, password change, staff admin."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import falcon
+
+from .. import models, passwords
+from ..body import FieldErrors, read_body
+from ..passwords import HashingGate
+from ..tokens import TokenService
+
+# Django's UnicodeUsernameValidator: letters, digits and @ . + - _
+_USERNAME = re.compile(r"[\w.@+-]+\Z")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+\Z")
+MAX_USERNAME_LENGTH = 150
+MIN_PASSWORD_LENGTH = 8
+# Long enough for any passphrase; short enough that nobody sends megabytes to hash.
+MAX_PASSWORD_LENGTH = 1024
+PROFILE_FIELDS = {"email": 254, "first_name": 150, "last_name": 150}
+
+
+def no_store(resp: falcon.Response) -> None:
+    # Tokens must not be kept by browsers or proxies.
+    resp.cache_control = ["no-store"]
+
+
+def _username_problem(value: str) -> str | None:
+    if not _USERNAME.match(value):
+        return "Enter a valid username. This value may contain only letters, numbers, and @/./+/-/_ characters."
+    return None
+
+
+def _email_problem(value: str) -> str | None:
+    return None if not value or _EMAIL.match(value) else "Enter a valid email address."
+
+
+def read_username(errors: FieldErrors, body: dict[str, Any]) -> str | None:
+    return errors.string(body, "username", max_length=MAX_USERNAME_LENGTH, check=_username_problem)
+
+
+def read_new_password(errors: FieldErrors, body: dict[str, Any], field: str, username: str | None) -> str | None:
+    """A new password: 8+ characters, not all digits, not the username (Django's validators)."""
+    password = errors.string(body, field, min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)
+    if password is None:
+        return None
+    problems = []
+    if password.isdigit():
+        problems.append("This password is entirely numeric.")
+    if username and password.casefold() == username.casefold():
+        problems.append("The password is too similar to the username.")
+    for problem in problems:
+        errors.add(field, problem)
+    return None if problems else password
+
+
+def read_profile(errors: FieldErrors, body: dict[str, Any]) -> dict[str, str]:
+    """The optional profile fields present in ``body``, validated."""
+    profile = {}
+    for field, max_length in PROFILE_FIELDS.items():
+        value = errors.string(
+            body,
+            field,
+            required=False,
+            allow_blank=True,
+            strip=True,
+            max_length=max_length,
+            check=_email_problem if field == "email" else None,
+        )
+        if value is not None:
+            profile[field] = value
+    return profile
+
+
+class Me:
+    """The signed-in user's own account."""
+
+    auth_methods = frozenset({"GET", "HEAD", "PATCH"})
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = req.context.user.account_json()
+
+    def on_patch(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_body(req)
+        errors = FieldErrors()
+        profile = read_profile(errors, body)
+        unknown = sorted(set(body) - set(PROFILE_FIELDS))
+        for field in unknown:
+            errors.add(field, "This field cannot be changed here.")
+        errors.raise_if_any()
+        resp.media = models.update_profile(req.context.user, profile).account_json()
+
+
+class PasswordChange:
+    """Change the password; every token issued before stops working, and a fresh pair is returned."""
+
+    auth_methods = frozenset({"POST"})
+
+    def __init__(self, tokens: TokenService, hash_iterations: int, gate: HashingGate) -> None:
+        self._tokens = tokens
+        self._iterations = hash_iterations
+        self._gate = gate
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        user = req.context.user
+        body = read_body(req)
+        errors = FieldErrors()
+        current = errors.string(body, "current_password", max_length=MAX_PASSWORD_LENGTH)
+        new = read_new_password(errors, body, "new_password", user.username)
+        errors.raise_if_any()
+        assert current is not None and new is not None
+        with self._gate:
+            if not passwords.verify_password(current, user.password):
+                errors.add("current_password", "Your old password was entered incorrectly.")
+                errors.raise_if_any()
+            new_hash = passwords.make_password(new, self._iterations)
+        version = models.change_password(user, new_hash)
+        no_store(resp)
+        resp.media = self._tokens.issue_pair(user.id, version)
+
+
+def _parse_user_id(raw: str) -> int:
+    if raw.isascii() and raw.isdigit() and raw[0] != "0" and len(raw) <= 10 and int(raw) <= models.MAX_ID:
+        return int(raw)
+    raise falcon.HTTPNotFound(title="Not found", description="No user has this id.")
+
+
+class UserAdmin:
+    """Staff only: read a user's account, and activate or deactivate it."""
+
+    auth_methods = frozenset({"GET", "HEAD", "PATCH"})
+
+    def _target(self, req: falcon.Request, raw_id: str) -> models.User:
+        user_id = _parse_user_id(raw_id)
+        if not req.context.user.is_staff:
+            raise falcon.HTTPForbidden(title="Forbidden", description="Only staff may manage accounts.")
+        target = models.User.get_or_none(models.User.id == user_id)
+        if target is None:
+            raise falcon.HTTPNotFound(title="Not found", description="No user has this id.")
+        return target
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, id: str) -> None:
+        resp.media = self._target(req, id).account_json()
+
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, id: str) -> None:
+        target = self._target(req, id)
+        body = read_body(req)
+        errors = FieldErrors()
+        if "is_active" not in body:
+            errors.add("is_active", "This field is required.")
+        elif not isinstance(body["is_active"], bool):
+            errors.add("is_active", "Must be a boolean.")
+        for field in sorted(set(body) - {"is_active"}):
+            errors.add(field, "This field cannot be changed here.")
+        errors.raise_if_any()
+        resp.media = models.set_active(target, body["is_active"]).account_json()

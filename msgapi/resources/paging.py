@@ -1,0 +1,113 @@
+"""Query parameters of ``GET /api/messages``: validation, opaque cursors, and the next-page link."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import datetime
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+import falcon
+
+from .. import models
+
+MAX_LIMIT = 1000
+MAX_SEARCH_LENGTH = 160
+DEFAULT_ORDERING = "-updated_at"
+ORDERINGS = frozenset(models.ORDERINGS) | {f"-{name}" for name in models.ORDERINGS}
+# DRF's browsable-API clients send format=json; accepted and ignored.
+IGNORED_PARAMS = frozenset({"format"})
+KNOWN_PARAMS = frozenset({"limit", "cursor", "author", "search", "ordering"}) | IGNORED_PARAMS
+
+
+def _bad_param(name: str, detail: str) -> falcon.HTTPBadRequest:
+    from ..errors import ValidationFailed
+
+    return ValidationFailed({name: [detail]}, detail=f"Query parameter {name!r}: {detail}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ListQuery:
+    limit: int
+    ordering: str
+    after: tuple[Any, int] | None
+    author: str | None
+    search: str | None
+
+
+def encode_cursor(ordering: str, row: dict[str, Any]) -> str:
+    value = row[ordering.lstrip("-")]
+    if isinstance(value, datetime.datetime):
+        value = value.isoformat()
+    raw = json.dumps([ordering, value, row["id"]], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _decode_cursor(cursor: str, ordering: str) -> tuple[Any, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        cursor_ordering, value, last_id = json.loads(raw)
+    except (binascii.Error, ValueError, TypeError):
+        raise _bad_param("cursor", "Invalid cursor.") from None
+    if cursor_ordering != ordering:
+        raise _bad_param("cursor", "This cursor belongs to a different ordering.")
+    if not isinstance(last_id, int) or isinstance(last_id, bool):
+        raise _bad_param("cursor", "Invalid cursor.")
+    field = ordering.lstrip("-")
+    if field in ("updated_at", "created_at"):
+        try:
+            value = datetime.datetime.fromisoformat(value)
+        except (TypeError, ValueError):
+            raise _bad_param("cursor", "Invalid cursor.") from None
+        if value.tzinfo is not None:
+            raise _bad_param("cursor", "Invalid cursor.")
+    elif field in ("views", "id"):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _bad_param("cursor", "Invalid cursor.")
+    return value, last_id
+
+
+def _single(params: dict[str, Any], name: str) -> str | None:
+    value = params.get(name)
+    if isinstance(value, list):
+        raise _bad_param(name, "Give this parameter at most once.")
+    if value is not None and ("\x00" in value or not value.isprintable()):
+        raise _bad_param(name, "Contains characters that are not allowed.")
+    return value
+
+
+def parse_list_query(req: falcon.Request, default_limit: int) -> ListQuery:
+    params = req.params
+    for name in sorted(set(params) - KNOWN_PARAMS):
+        raise _bad_param(name, "Unknown query parameter.")
+
+    limit_text = _single(params, "limit")
+    if limit_text is None:
+        limit = default_limit
+    elif limit_text.isascii() and limit_text.isdigit() and 1 <= int(limit_text) <= MAX_LIMIT:
+        limit = int(limit_text)
+    else:
+        raise _bad_param("limit", f"Must be an integer from 1 to {MAX_LIMIT}.")
+
+    ordering = _single(params, "ordering") or DEFAULT_ORDERING
+    if ordering not in ORDERINGS:
+        raise _bad_param("ordering", "Must be one of " + ", ".join(sorted(ORDERINGS)) + ".")
+
+    cursor = _single(params, "cursor")
+    after = _decode_cursor(cursor, ordering) if cursor else None
+
+    author = _single(params, "author")
+    search = _single(params, "search")
+    if search is not None and len(search) > MAX_SEARCH_LENGTH:
+        raise _bad_param("search", f"Ensure this value has at most {MAX_SEARCH_LENGTH} characters.")
+    return ListQuery(limit=limit, ordering=ordering, after=after, author=author, search=search or None)
+
+
+def next_link(req: falcon.Request, query: ListQuery, last_row: dict[str, Any]) -> str:
+    """``Link`` header value for the page after ``last_row``, keeping every other parameter."""
+    params = [(name, value) for name, value in req.params.items() if name != "cursor"]
+    params.append(("cursor", encode_cursor(query.ordering, last_row)))
+    return f'<{req.path}?{urlencode(params)}>; rel="next"'
