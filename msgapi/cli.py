@@ -1,18 +1,23 @@
 """The command line: ``python run.py`` (or ``msgapi``) serves the API with Waitress.
 
-Settings come from the environment (see ``msgapi.config``); only where to
-listen and how many threads come from the command line.
+With no subcommand it serves (``--host --port --threads``); the subcommands are
+operator tasks: ``serve``, ``init-db``, ``createuser NAME [--staff]``,
+``deactivate NAME``, ``import-django SOURCE_URL``. Settings come from the
+environment (see ``msgapi.config``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import getpass
 import logging
 import signal
 import sys
 
-from .config import ConfigError, from_env
+from .config import Config, ConfigError, from_env
 from .logcontext import RequestIdFilter
+from .operations import OperationError
 
 log = logging.getLogger("msgapi")
 
@@ -21,11 +26,27 @@ log = logging.getLogger("msgapi")
 WAITRESS_MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
+def _add_serve_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    # Subparser options default to SUPPRESS so they do not overwrite the top-level ones.
+    default = (lambda value: value) if defaults else (lambda value: argparse.SUPPRESS)
+    parser.add_argument("--host", default=default("127.0.0.1"), help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=default(8000), help="port to listen on (default 8000; 0: any)")
+    parser.add_argument("--threads", type=int, default=default(None), help="worker threads (default: THREADS or 8)")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="msgapi", description="Serve the msgapi REST service with Waitress.")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
-    parser.add_argument("--threads", type=int, default=None, help="worker threads (default: THREADS or 8)")
+    parser = argparse.ArgumentParser(prog="msgapi", description="The msgapi REST service and its operator tasks.")
+    _add_serve_options(parser, defaults=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_serve_options(commands.add_parser("serve", help="serve the API with Waitress (the default)"), False)
+    commands.add_parser("init-db", help="create missing tables and indexes, then exit")
+    createuser = commands.add_parser("createuser", help="create a user; the password is read from a prompt or stdin")
+    createuser.add_argument("username")
+    createuser.add_argument("--staff", action="store_true", help="make the user staff (may edit any message)")
+    deactivate = commands.add_parser("deactivate", help="deactivate a user and end every token they hold")
+    deactivate.add_argument("username")
+    importer = commands.add_parser("import-django", help="copy users and messages from the old Django database")
+    importer.add_argument("source_url", help="sqlite:///path/db.sqlite3 or postgresql://user@host/db")
     return parser
 
 
@@ -37,23 +58,20 @@ def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
-def serve(host: str, port: int, threads: int | None) -> int:
-    import dataclasses
+def _load_config(threads: int | None = None) -> Config:
+    config = from_env()
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError("--threads must be a positive integer")
+        config = dataclasses.replace(config, threads=threads)
+    return config
 
+
+def serve(config: Config, host: str, port: int) -> int:
     import waitress
 
     from .app import create_app
 
-    try:
-        config = from_env()
-    except ConfigError as exc:
-        log.error("configuration error: %s", exc)
-        return 2
-    if threads is not None:
-        if threads < 1:
-            log.error("configuration error: --threads must be a positive integer")
-            return 2
-        config = dataclasses.replace(config, threads=threads)
     app = create_app(config)
     server = waitress.create_server(
         app,
@@ -62,7 +80,9 @@ def serve(host: str, port: int, threads: int | None) -> int:
         threads=config.threads,
         max_request_body_size=WAITRESS_MAX_BODY_BYTES,
         ident="msgapi",
-        clear_untrusted_proxy_headers=True,
+        # The app decides whom to believe (TRUSTED_PROXIES, several proxies and networks);
+        # Waitress would otherwise strip X-Forwarded-For before the app sees it.
+        clear_untrusted_proxy_headers=False,
     )
     shown_host = f"[{host}]" if ":" in host else host
     log.info("msgapi serving on http://%s:%s/ with %d threads", shown_host, server.effective_port, config.threads)
@@ -81,10 +101,63 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _read_password(prompt: str) -> str:
+    """From the terminal without echo, or the first line of stdin when piped (never argv)."""
+    if sys.stdin.isatty():
+        first = getpass.getpass(prompt)
+        if getpass.getpass("Again: ") != first:
+            raise OperationError("the passwords do not match")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _run_task(args: argparse.Namespace, config: Config) -> int:
+    from . import models, operations
+    from .db import database, open_database
+
+    database.initialize(open_database(config))
+    try:
+        models.create_tables()
+        if args.command == "init-db":
+            print("tables ready")
+        elif args.command == "createuser":
+            password = _read_password(f"Password for {args.username}: ")
+            user = operations.create_user(
+                args.username, password, staff=args.staff, iterations=config.password_hash_iterations
+            )
+            print(f"created user {user.username!r} (id {user.id}{', staff' if user.is_staff else ''})")
+        elif args.command == "deactivate":
+            user = operations.deactivate_user(args.username)
+            print(f"deactivated {user.username!r}; every token they held has stopped working")
+        elif args.command == "import-django":
+            report = operations.import_django(args.source_url)
+            print(
+                f"users: {report.users_added} added, {report.users_present} already here; "
+                f"messages: {report.messages_added} added, {report.messages_present} already here"
+            )
+            if report.unusable_password_hashes:
+                print(f"warning: {report.unusable_password_hashes} users have non-PBKDF2 hashes and cannot log in")
+            for line in report.skipped_messages:
+                print(f"skipped {line}")
+    finally:
+        database.close_all()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging()
-    return serve(args.host, args.port, args.threads)
+    try:
+        config = _load_config(getattr(args, "threads", None))
+        if args.command in (None, "serve"):
+            return serve(config, args.host, args.port)
+        return _run_task(args, config)
+    except ConfigError as exc:
+        log.error("configuration error: %s", exc)
+        return 2
+    except OperationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
