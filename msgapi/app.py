@@ -7,6 +7,7 @@ import falcon
 from . import errors, models
 from .config import Config, from_env
 from .db import database, open_database
+from .metrics import Metrics, MetricsMiddleware, MetricsResource
 from .middleware import BearerAuth, BodyLimit, DatabaseSession, RequestContext
 from .passwords import HashingGate
 from .ratelimit import RateLimiter
@@ -38,8 +39,10 @@ def create_app(config: Config | None = None) -> falcon.App:
         database.close()
 
     tokens = TokenService(config.secret_key, config.access_token_lifetime, config.refresh_token_lifetime)
+    metrics = Metrics() if config.metrics else None
     app = falcon.App(
         middleware=[
+            *([MetricsMiddleware(metrics)] if metrics else []),
             RequestContext(config.trusted_proxies),
             *_cors(config),
             BodyLimit(config.max_body_bytes),
@@ -66,6 +69,9 @@ def create_app(config: Config | None = None) -> falcon.App:
     app.add_route("/api/messages", MessageCollection(config.list_page_size))
     app.add_route("/api/messages/{id}", MessageItem())
     app.add_route("/healthz", Health())
+    if metrics:
+        # Switched off by default, and kept out of openapi.yaml: it is for operators, not clients.
+        app.add_route("/metrics", MetricsResource(metrics))
     docs = DocsPage()
     app.add_route("/", docs)
     app.add_route("/docs/init.js", docs, suffix="init")

@@ -15,8 +15,8 @@ import logging
 import signal
 import sys
 
+from . import logcontext
 from .config import Config, ConfigError, from_env
-from .logcontext import RequestIdFilter
 from .operations import OperationError
 
 log = logging.getLogger("msgapi")
@@ -48,14 +48,6 @@ def _parser() -> argparse.ArgumentParser:
     importer = commands.add_parser("import-django", help="copy users and messages from the old Django database")
     importer.add_argument("source_url", help="sqlite:///path/db.sqlite3 or postgresql://user@host/db")
     return parser
-
-
-def configure_logging() -> None:
-    """Readable lines on stderr, each carrying the id of the request it is about (``-`` if none)."""
-    handler = logging.StreamHandler()
-    handler.addFilter(RequestIdFilter())
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 def _load_config(threads: int | None = None) -> Config:
@@ -146,9 +138,10 @@ def _run_task(args: argparse.Namespace, config: Config) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    configure_logging()
+    logcontext.configure("text")  # until the configuration says otherwise
     try:
         config = _load_config(getattr(args, "threads", None))
+        logcontext.configure(config.log_format)
         if args.command in (None, "serve"):
             return serve(config, args.host, args.port)
         return _run_task(args, config)

@@ -68,18 +68,25 @@ class Config:
     auth_rate_limit: Rate | None = Rate(10, 60)
     # Proxies whose X-Forwarded-For is believed.
     trusted_proxies: tuple[Network, ...] = ()
-    # Password hashes running at once; None: one per core, below the thread count.
+    # Password hashes running at once; None: one per core but one, below the thread count.
     hash_concurrency: int | None = None
     hash_wait_seconds: float = 15.0
     # Messages per page when the client gives no ``limit``.
     list_page_size: int = 100
     # Single-use refresh tokens with reuse detection; off keeps simplejwt's reusable ones.
     rotate_refresh_tokens: bool = False
+    # GET /metrics (Prometheus text format); off unless asked for.
+    metrics: bool = False
+    # "text" (readable lines) or "json" (one JSON object per line).
+    log_format: str = "text"
 
     def effective_hash_concurrency(self) -> int:
         if self.hash_concurrency is not None:
             return self.hash_concurrency
-        return max(1, min(os.cpu_count() or 1, self.threads - 1))
+        # One core left for everything else: PBKDF2 releases the GIL and would otherwise
+        # keep every core busy while reads wait for CPU.
+        cores = os.cpu_count() or 1
+        return max(1, min(cores - 1, self.threads - 1))
 
     @property
     def is_sqlite(self) -> bool:
@@ -202,6 +209,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
     except ValueError as exc:
         raise ConfigError(f"TRUSTED_PROXIES must be comma-separated addresses or networks: {exc}") from None
     hash_concurrency = environ.get("HASH_CONCURRENCY", "").strip()
+    log_format = environ.get("LOG_FORMAT", "").strip().lower() or "text"
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"LOG_FORMAT must be text or json, got {log_format!r}")
     list_page_size = _positive_int(environ, "LIST_PAGE_SIZE", 100)
     if list_page_size > 1000:
         raise ConfigError(f"LIST_PAGE_SIZE must be from 1 to 1000, got {list_page_size}")
@@ -220,4 +230,6 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         hash_wait_seconds=float(_positive_int(environ, "HASH_WAIT_SECONDS", 15)),
         list_page_size=list_page_size,
         rotate_refresh_tokens=_boolean(environ, "ROTATE_REFRESH_TOKENS", False),
+        metrics=_boolean(environ, "METRICS", False),
+        log_format=log_format,
     )

@@ -214,3 +214,99 @@ def live_server(database_url: str):
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    """A new SQLite file, for tests about SQLite alone (no PostgreSQL twin that would skip)."""
+    return f"sqlite:///{tmp_path / 'msgapi.sqlite3'}"
+
+
+@pytest.fixture
+def postgresql_url(postgres_url: str) -> str:
+    """The session's PostgreSQL database emptied, for tests about PostgreSQL alone."""
+    _truncate_postgres(postgres_url)
+    return postgres_url
+
+
+@pytest.fixture
+def live_server_on():
+    """Start ``run.py`` on any database URL: ``live_server_on(url, env=None, threads=8)``; all stopped afterwards."""
+    servers: list[LiveServer] = []
+
+    def start(database_url: str, env: dict[str, str] | None = None, threads: int = 8) -> LiveServer:
+        server = LiveServer(database_url, env, threads)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+class WireResponse:
+    def __init__(self, status: int, headers, body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self):
+        import json
+
+        return json.loads(self.body)
+
+
+class WireClient:
+    """One keep-alive HTTP/1.1 connection to a live server; give each thread its own."""
+
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        import http.client
+
+        parts = urlsplit(url)
+        self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+
+    def request(self, method: str, path: str, body=None, headers: dict[str, str] | None = None) -> WireResponse:
+        import json
+
+        all_headers = dict(headers or {})
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            all_headers.setdefault("Content-Type", "application/json")
+        self.connection.request(method, path, body=payload, headers=all_headers)
+        response = self.connection.getresponse()
+        return WireResponse(response.status, response.headers, response.read())
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> WireClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def wire_login(url: str, username: str, password: str = PASSWORD) -> dict[str, str]:
+    """Register ``username`` on a live server and return Bearer headers for it."""
+    with WireClient(url) as client:
+        response = client.request("POST", "/api/auth/register/", {"username": username, "password": password})
+        assert response.status == 201, response.body
+        response = client.request("POST", "/api/auth/token/", {"username": username, "password": password})
+        assert response.status == 200, response.body
+        return bearer(response.json()["access"])
+
+
+@pytest.fixture
+def make_app(config: Config):
+    """Build a WebTest app on the test database with config overrides: ``make_app(rotate_refresh_tokens=True)``.
+
+    Do not combine with the ``app`` fixture in one test: both bind the one shared database proxy.
+    """
+    import dataclasses
+
+    def make(**overrides) -> webtest.TestApp:
+        return webtest.TestApp(create_app(dataclasses.replace(config, **overrides)))
+
+    yield make
+    database.close_all()
