@@ -46,6 +46,10 @@ def encode_cursor(ordering: str, row: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
+def _in_id_range(value: Any, lowest: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lowest <= value <= models.MAX_ID
+
+
 def _decode_cursor(cursor: str, ordering: str) -> tuple[Any, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
@@ -54,7 +58,7 @@ def _decode_cursor(cursor: str, ordering: str) -> tuple[Any, int]:
         raise _bad_param("cursor", "Invalid cursor.") from None
     if cursor_ordering != ordering:
         raise _bad_param("cursor", "This cursor belongs to a different ordering.")
-    if not isinstance(last_id, int) or isinstance(last_id, bool):
+    if not _in_id_range(last_id, 1):
         raise _bad_param("cursor", "Invalid cursor.")
     field = ordering.lstrip("-")
     if field in ("updated_at", "created_at"):
@@ -64,9 +68,9 @@ def _decode_cursor(cursor: str, ordering: str) -> tuple[Any, int]:
             raise _bad_param("cursor", "Invalid cursor.") from None
         if value.tzinfo is not None:
             raise _bad_param("cursor", "Invalid cursor.")
-    elif field in ("views", "id"):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise _bad_param("cursor", "Invalid cursor.")
+    elif not _in_id_range(value, 0):
+        # views and id: both are 32-bit non-negative integers in the database.
+        raise _bad_param("cursor", "Invalid cursor.")
     return value, last_id
 
 
@@ -84,6 +88,8 @@ def parse_list_query(req: falcon.Request, default_limit: int) -> ListQuery:
     for name in sorted(set(params) - KNOWN_PARAMS):
         raise _bad_param(name, "Unknown query parameter.")
 
+    for name in IGNORED_PARAMS:
+        _single(params, name)
     limit_text = _single(params, "limit")
     if limit_text is None:
         limit = default_limit
