@@ -42,8 +42,11 @@ class Rate:
         if text in ("off", "none", "0"):
             return None
         count, _, unit = text.partition("/")
-        unit = unit.strip().rstrip("s") or "minute"
-        if unit not in _PERIODS or not count.strip().isdigit() or int(count) <= 0:
+        unit = unit.strip() or "minute"
+        if unit.endswith("s") and unit[:-1] in _PERIODS:  # "10/minutes" reads as "10/minute"
+            unit = unit[:-1]
+        count = count.strip()
+        if unit not in _PERIODS or not (count.isascii() and count.isdigit()) or int(count) <= 0:
             raise ValueError(text)
         return cls(int(count), _PERIODS[unit])
 
