@@ -310,3 +310,23 @@ def make_app(config: Config):
 
     yield make
     database.close_all()
+
+
+def http_json(url: str, method: str, path: str, body: dict | None = None, token: str | None = None):
+    """One JSON request to a live server over a real socket: (status, decoded body or None)."""
+    import http.client
+    import json
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+        response = conn.getresponse()
+        payload = response.read()
+    finally:
+        conn.close()
+    return response.status, json.loads(payload) if payload else None

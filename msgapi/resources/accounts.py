@@ -82,6 +82,8 @@ class Me:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = req.context.user.account_json()
 
+    on_head = on_get
+
     def on_patch(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_body(req)
         errors = FieldErrors()
@@ -144,6 +146,8 @@ class UserAdmin:
     def on_get(self, req: falcon.Request, resp: falcon.Response, id: str) -> None:
         resp.media = self._target(req, id).account_json()
 
+    on_head = on_get
+
     def on_patch(self, req: falcon.Request, resp: falcon.Response, id: str) -> None:
         target = self._target(req, id)
         body = read_body(req)
@@ -154,5 +158,8 @@ class UserAdmin:
             errors.add("is_active", "Must be a boolean.")
         for field in sorted(set(body) - {"is_active"}):
             errors.add(field, "This field cannot be changed here.")
+        if body.get("is_active") is False and target.id == req.context.user.id:
+            # Locking out the last staff account would need an operator to undo.
+            errors.add("is_active", "You cannot deactivate your own account.")
         errors.raise_if_any()
         resp.media = models.set_active(target, body["is_active"]).account_json()
