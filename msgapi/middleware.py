@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,7 +33,7 @@ class RequestContext:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
         incoming = req.get_header("X-Request-ID")
-        req.context.request_id = incoming if incoming and _SANE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        req.context.request_id = incoming if incoming and _SANE_REQUEST_ID.match(incoming) else secrets.token_hex(16)
         req.context.log_token = logcontext.request_id.set(req.context.request_id)
         req.context.user = None
         req.context.client_ip = client_address(

@@ -12,7 +12,7 @@ from typing import Any
 
 import peewee
 
-from .db import database, utcnow
+from .db import PreparedQuery, database, utcnow, write_lock
 
 # Ids are 32-bit on PostgreSQL (SERIAL); anything larger cannot exist, on either database.
 MAX_ID = 2**31 - 1
@@ -165,61 +165,115 @@ def _content_contains(text: str) -> peewee.Expression:
 
 
 def _single_row(query: peewee.Query) -> dict[str, Any] | None:
-    for row in query.dicts().execute():
-        return row
-    return None
+    rows = list(query.dicts().execute())
+    return rows[0] if rows else None
+
+
+def _write_returning(query: peewee.Query) -> dict[str, Any] | None:
+    """Run a write with RETURNING; all rows are read inside the lock, which is when it commits."""
+    with write_lock():
+        return _single_row(query)
+
+
+def _write(query: peewee.Query) -> int:
+    with write_lock():
+        return query.execute()
+
+
+# Sample arguments for PreparedQuery: values no constant of these queries can equal.
+_SAMPLE_ID = 2_000_000_001
+_SAMPLE_AUTHOR_ID = 2_000_000_002
+_SAMPLE_CONTENT = "\x01sample content\x01"
+_SAMPLE_TIME = datetime.datetime(1901, 2, 3, 4, 5, 6, 789)
+
+
+def _message_from_row(row: tuple) -> dict[str, Any]:
+    """A row of (id, content, views, created_at, updated_at, author) as the API's dict."""
+    return {
+        "id": row[0],
+        "content": row[1],
+        "views": row[2],
+        "created_at": Message.created_at.python_value(row[3]),
+        "updated_at": Message.updated_at.python_value(row[4]),
+        "author": row[5],
+    }
+
+
+def _first_message(cursor: Any) -> dict[str, Any] | None:
+    rows = cursor.fetchall()  # all rows: a write with RETURNING commits when its rows are read
+    return _message_from_row(rows[0]) if rows else None
+
+
+_GET_MESSAGE = PreparedQuery(
+    lambda message_id: Message.select(*_message_columns(), _author_name()).where(Message.id == message_id),
+    _SAMPLE_ID,
+)
+_COUNT_VIEW = PreparedQuery(
+    lambda message_id: Message.update(views=Message.views + 1)
+    .where(Message.id == message_id)
+    .returning(*_message_columns(), _author_name()),
+    _SAMPLE_ID,
+)
+_CREATE_MESSAGE = PreparedQuery(
+    lambda content, now, author_id: Message.insert(
+        content=content, views=0, created_at=now, updated_at=now, author=author_id
+    ).returning(*_message_columns(), _author_name()),
+    _SAMPLE_CONTENT,
+    _SAMPLE_TIME,
+    _SAMPLE_AUTHOR_ID,
+)
+_REPLACE_CONTENT = PreparedQuery(
+    lambda message_id, content, now: Message.update(content=content, views=0, updated_at=now)
+    .where(Message.id == message_id)
+    .returning(*_message_columns(), _author_name()),
+    _SAMPLE_ID,
+    _SAMPLE_CONTENT,
+    _SAMPLE_TIME,
+)
+_AUTHOR_OF = PreparedQuery(
+    lambda message_id: Message.select(Message.author).where(Message.id == message_id), _SAMPLE_ID
+)
+_DELETE_MESSAGE = PreparedQuery(lambda message_id: Message.delete().where(Message.id == message_id), _SAMPLE_ID)
 
 
 def get_message(message_id: int) -> dict[str, Any] | None:
     """The message without counting a view (HEAD, and the pre-write existence check)."""
-    query = Message.select(*_message_columns(), _author_name()).where(Message.id == message_id)
-    return _single_row(query)
+    return _first_message(_GET_MESSAGE.execute(message_id))
 
 
 def count_view(message_id: int) -> dict[str, Any] | None:
     """Count one view and return the message as that view left it, in one statement."""
-    query = (
-        Message.update(views=Message.views + 1)
-        .where(Message.id == message_id)
-        .returning(*_message_columns(), _author_name())
-    )
-    return _single_row(query)
+    with write_lock():
+        return _first_message(_COUNT_VIEW.execute(message_id))
 
 
 def create_message(content: str, author: User) -> dict[str, Any]:
-    now = utcnow()
-    query = Message.insert(content=content, views=0, created_at=now, updated_at=now, author=author).returning(
-        *_message_columns()
-    )
-    row = _single_row(query)
+    with write_lock():
+        row = _first_message(_CREATE_MESSAGE.execute(content, utcnow(), author.id))
     assert row is not None
-    row["author"] = author.username
     return row
 
 
 def replace_content(message_id: int, content: str) -> dict[str, Any] | None:
     """New content, views back to 0, ``updated_at`` now; None if the message is gone."""
-    query = (
-        Message.update(content=content, views=0, updated_at=utcnow())
-        .where(Message.id == message_id)
-        .returning(*_message_columns(), _author_name())
-    )
-    return _single_row(query)
+    with write_lock():
+        return _first_message(_REPLACE_CONTENT.execute(message_id, content, utcnow()))
 
 
 def delete_message(message_id: int) -> bool:
-    return Message.delete().where(Message.id == message_id).execute() > 0
+    with write_lock():
+        return _DELETE_MESSAGE.execute(message_id).rowcount > 0
 
 
 def find_author_id(message_id: int) -> tuple[bool, int | None]:
     """(exists, author's id or None): what a write needs to decide 404 or 403."""
-    row = Message.select(Message.author).where(Message.id == message_id).tuples().first()
+    row = _AUTHOR_OF.execute(message_id).fetchone()
     return (False, None) if row is None else (True, row[0])
 
 
 def create_user(username: str, password_hash: str, **profile: Any) -> User:
     """Insert a user; raises ``peewee.IntegrityError`` when the name is taken (in any case)."""
-    with database.atomic():
+    with write_lock(), database.atomic():
         return User.create(
             username=username,
             username_key=User.canonical(username),
@@ -230,12 +284,12 @@ def create_user(username: str, password_hash: str, **profile: Any) -> User:
 
 def set_password_hash(user: User, password_hash: str) -> None:
     """Store a rehash of the same password (a work-factor upgrade): tokens stay valid."""
-    User.update(password=password_hash).where(User.id == user.id).execute()
+    _write(User.update(password=password_hash).where(User.id == user.id))
 
 
 def change_password(user: User, password_hash: str) -> int:
     """Store a new password and end every token issued before; returns the new token version."""
-    row = _single_row(
+    row = _write_returning(
         User.update(password=password_hash, token_version=User.token_version + 1)
         .where(User.id == user.id)
         .returning(User.token_version)
@@ -246,7 +300,7 @@ def change_password(user: User, password_hash: str) -> int:
 
 def update_profile(user: User, profile: dict[str, str]) -> User:
     if profile:
-        User.update(**profile).where(User.id == user.id).execute()
+        _write(User.update(**profile).where(User.id == user.id))
     return User.get_by_id(user.id)
 
 
@@ -255,7 +309,7 @@ def set_active(user: User, active: bool) -> User:
     changes: dict[Any, Any] = {User.is_active: active}
     if not active:
         changes[User.token_version] = User.token_version + 1
-    User.update(changes).where(User.id == user.id).execute()
+    _write(User.update(changes).where(User.id == user.id))
     return User.get_by_id(user.id)
 
 
@@ -285,7 +339,7 @@ def count_hit(bucket: str, window_start: int) -> int:
         )
         .returning(RateLimitHit.hits)
     )
-    row = _single_row(query)
+    row = _write_returning(query)
     assert row is not None
     return row["hits"]
 
@@ -300,7 +354,7 @@ def hits_in_window(bucket: str, window_start: int) -> int:
 
 
 def prune_hits(before_window: int) -> None:
-    RateLimitHit.delete().where(RateLimitHit.window_start < before_window).execute()
+    _write(RateLimitHit.delete().where(RateLimitHit.window_start < before_window))
 
 
 class RevokedToken(BaseModel):
@@ -344,7 +398,7 @@ def revoke_token(jti: str, family: str, reason: str, expires_at: int, now: int) 
     One INSERT decides between concurrent callers: exactly one of two refreshes
     racing with the same token records it; the other learns it was already spent.
     """
-    with database.atomic():
+    with write_lock(), database.atomic():
         _prune_revocations(now)
         inserted = _single_row(
             RevokedToken.insert(jti=jti, family=family, reason=reason, expires_at=expires_at)
@@ -358,7 +412,7 @@ def revoke_token(jti: str, family: str, reason: str, expires_at: int, now: int) 
 
 
 def revoke_family(family: str, expires_at: int, now: int) -> None:
-    with database.atomic():
+    with write_lock(), database.atomic():
         _prune_revocations(now)
         RevokedFamily.insert(family=family, expires_at=expires_at).on_conflict_ignore().execute()
 
@@ -376,7 +430,7 @@ ALL_MODELS = (User, Message, RateLimitHit, RevokedToken, RevokedFamily)
 
 def create_tables() -> None:
     """Create missing tables and indexes; safe to run from several processes at once."""
-    with database.atomic():
+    with write_lock(), database.atomic():
         if isinstance(database.obj, peewee.PostgresqlDatabase):
             # CREATE TABLE IF NOT EXISTS still races in PostgreSQL's catalog; serialise it.
             database.execute_sql("SELECT pg_advisory_xact_lock(7466734)")

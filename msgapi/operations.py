@@ -10,7 +10,7 @@ import peewee
 from playhouse.db_url import connect as connect_url
 
 from . import models, passwords
-from .db import database
+from .db import database, write_lock
 
 
 class OperationError(Exception):
@@ -97,7 +97,7 @@ def import_django(source_url: str) -> ImportReport:
         raise OperationError(f"usernames that differ only in letter case are one name here: {listed}")
 
     report = ImportReport()
-    with database.atomic():
+    with write_lock(), database.atomic():
         existing = {user.id: user for user in models.User.select()}
         existing_keys = {user.username_key: user.id for user in existing.values()}
         new_users = []
