@@ -31,7 +31,7 @@ def _add_serve_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
     default = (lambda value: value) if defaults else (lambda value: argparse.SUPPRESS)
     parser.add_argument("--host", default=default("127.0.0.1"), help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=default(8000), help="port to listen on (default 8000; 0: any)")
-    parser.add_argument("--threads", type=int, default=default(None), help="worker threads (default: THREADS or 8)")
+    parser.add_argument("--threads", type=int, default=default(None), help="worker threads (default: THREADS or 16)")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -65,7 +65,7 @@ class Config:
     # None: CORS off. ("*",): every origin. Otherwise the listed origins.
     cors_allow_origins: tuple[str, ...] | None = ("*",)
     # Waitress worker threads; the PostgreSQL pool is sized from it.
-    threads: int = 8
+    threads: int = 16
     max_body_bytes: int = MAX_BODY_BYTES
     # Per client address (and per username at the token endpoint); None: no limit.
     auth_rate_limit: Rate | None = Rate(10, 60)
@@ -226,7 +226,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         refresh_token_lifetime=_positive_int(environ, "REFRESH_TOKEN_LIFETIME", 24 * 3600),
         password_hash_iterations=iterations,
         cors_allow_origins=_cors_origins(environ.get("CORS_ALLOW_ORIGINS")),
-        threads=_positive_int(environ, "THREADS", 8),
+        threads=_positive_int(environ, "THREADS", 16),
         auth_rate_limit=auth_rate_limit,
         trusted_proxies=trusted_proxies,
         hash_concurrency=_positive_int(environ, "HASH_CONCURRENCY", 1) if hash_concurrency else None,

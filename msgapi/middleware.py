@@ -12,7 +12,7 @@ from typing import Any
 import falcon
 
 from . import logcontext, models
-from .db import database
+from .db import release_connection
 from .errors import unauthorized
 from .proxies import Network, client_address
 from .tokens import ACCESS, InvalidToken, TokenService
@@ -73,8 +73,7 @@ class DatabaseSession:
     """
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool) -> None:
-        if not database.is_closed():
-            database.close()
+        release_connection()
 
 
 class BearerAuth:

@@ -439,4 +439,6 @@ def create_tables() -> None:
 
 def render_timestamp(value: datetime.datetime) -> str:
     """RFC 3339 in UTC, always with microseconds: ``2026-11-24T18:35:32.123456Z``."""
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is several times faster than strftime, and with microseconds always
+    # shown it yields exactly this shape (the value is naive UTC).
+    return value.isoformat(timespec="microseconds") + "Z"
