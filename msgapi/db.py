@@ -41,6 +41,7 @@ def write_lock() -> Iterator[None]:
     with _sqlite_writes:
         yield
 
+
 # How long a writer waits for SQLite's lock before giving up (then 503, never 500).
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 SQLITE_PRAGMAS = {

@@ -202,18 +202,13 @@ class LiveServer:
 
 
 @pytest.fixture
-def live_server(database_url: str):
+def live_server(database_url: str, live_server_on):
     """Start ``run.py`` on the test database; call it (optionally with env) to start more."""
-    servers: list[LiveServer] = []
 
     def start(env: dict[str, str] | None = None, threads: int = 8) -> LiveServer:
-        server = LiveServer(database_url, env, threads)
-        servers.append(server)
-        return server
+        return live_server_on(database_url, env, threads)
 
-    yield start
-    for server in servers:
-        server.stop()
+    return start
 
 
 @pytest.fixture
@@ -330,3 +325,14 @@ def http_json(url: str, method: str, path: str, body: dict | None = None, token:
     finally:
         conn.close()
     return response.status, json.loads(payload) if payload else None
+
+
+def assert_problem(resp, status: int) -> dict:
+    """A problem-details error response with this status; returns its body."""
+    assert resp.status_int == status
+    assert resp.content_type == "application/problem+json"
+    body = resp.json
+    assert body["status"] == status
+    assert isinstance(body["title"], str) and body["title"]
+    assert isinstance(body["detail"], str) and body["detail"]
+    return body

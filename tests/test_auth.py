@@ -12,7 +12,7 @@ import warnings
 
 import jwt
 import pytest
-from conftest import PASSWORD, TEST_HASH_ITERATIONS, TEST_SECRET_KEY, bearer, obtain_tokens, register
+from conftest import PASSWORD, TEST_HASH_ITERATIONS, TEST_SECRET_KEY, assert_problem, bearer, obtain_tokens, register
 
 from msgapi import models
 from msgapi.db import database
@@ -24,16 +24,6 @@ PROBLEM_JSON = "application/problem+json"
 USER_KEYS = {"id", "username", "email", "first_name", "last_name", "is_staff"}
 DJANGO_HASH = re.compile(r"^pbkdf2_sha256\$(\d+)\$([^$]+)\$([A-Za-z0-9+/]+=*)$")
 SECRET_PASSWORD = "S3cret-Pa55word-never-echoed"
-
-
-def assert_problem(resp, status: int) -> dict:
-    assert resp.status_int == status
-    assert resp.content_type == PROBLEM_JSON
-    body = resp.json
-    assert body["status"] == status
-    assert isinstance(body["title"], str) and body["title"]
-    assert isinstance(body["detail"], str) and body["detail"]
-    return body
 
 
 def assert_field_error(resp, field: str) -> None:

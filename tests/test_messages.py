@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import webtest
-from conftest import bearer, obtain_tokens, register
+from conftest import assert_problem, bearer, obtain_tokens, register
 
 from msgapi import models
 
@@ -52,16 +52,6 @@ def send(app: webtest.TestApp, method: str, path: str, data=None, **kwargs) -> w
 
 def allowed(resp: webtest.TestResponse) -> set[str]:
     return {method.strip() for method in resp.headers["Allow"].split(",")}
-
-
-def assert_problem(resp: webtest.TestResponse, status: int) -> dict:
-    assert resp.status_int == status
-    assert resp.content_type == PROBLEM_JSON
-    body = resp.json
-    assert body["status"] == status
-    assert isinstance(body["title"], str) and body["title"]
-    assert isinstance(body["detail"], str) and body["detail"]
-    return body
 
 
 def assert_content_error(resp: webtest.TestResponse) -> None:

@@ -21,6 +21,14 @@ BAD_CREDENTIALS = "No active account found with the given credentials."
 BAD_TOKEN = "Token is invalid or expired."
 
 
+def _verified_claims(tokens: TokenService, token: str, expected_type: str | None) -> dict:
+    """The token's claims, or 401 ``invalid_token``."""
+    try:
+        return tokens.decode(token, expected_type)
+    except InvalidToken:
+        raise unauthorized(BAD_TOKEN, token_sent=True) from None
+
+
 def _read_token_field(req: falcon.Request, field: str) -> str:
     errors = FieldErrors()
     token = errors.string(read_body(req), field, max_length=4096)
@@ -105,10 +113,7 @@ class TokenRefresh:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         refresh = _read_token_field(req, "refresh")
-        try:
-            claims = self._tokens.decode(refresh, REFRESH)
-        except InvalidToken:
-            raise unauthorized(BAD_TOKEN, token_sent=True) from None
+        claims = _verified_claims(self._tokens, refresh, REFRESH)
         user = models.User.for_token(claims)
         if user is None or models.is_family_revoked(claims["fam"]):
             raise unauthorized(BAD_TOKEN, token_sent=True)
@@ -136,10 +141,7 @@ class TokenVerify:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         token = _read_token_field(req, "token")
-        try:
-            claims = self._tokens.decode(token, None)
-        except InvalidToken:
-            raise unauthorized(BAD_TOKEN, token_sent=True) from None
+        claims = _verified_claims(self._tokens, token, None)
         if models.User.for_token(claims) is None:
             raise unauthorized(BAD_TOKEN, token_sent=True)
         if claims["token_type"] == REFRESH and models.is_revoked(claims["jti"], claims["fam"]):
@@ -155,9 +157,6 @@ class TokenBlacklist:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         refresh = _read_token_field(req, "refresh")
-        try:
-            claims = self._tokens.decode(refresh, REFRESH)
-        except InvalidToken:
-            raise unauthorized(BAD_TOKEN, token_sent=True) from None
+        claims = _verified_claims(self._tokens, refresh, REFRESH)
         models.revoke_token(claims["jti"], claims["fam"], models.LOGOUT, claims["exp"], int(time.time()))
         resp.media = {}
