@@ -32,6 +32,7 @@ def _cors(config: Config) -> list[falcon.CORSMiddleware]:
 def create_app(config: Config | None = None) -> falcon.App:
     """Build the WSGI app; reads the environment only when no config is given."""
     config = config or from_env()
+    config.log_startup_warnings()
     database.initialize(open_database(config))
     try:
         models.create_tables()

@@ -107,6 +107,7 @@ def _run_task(args: argparse.Namespace, config: Config) -> int:
     from . import models, operations
     from .db import database, open_database
 
+    config.log_startup_warnings()
     database.initialize(open_database(config))
     try:
         models.create_tables()

@@ -82,6 +82,12 @@ class Config:
     metrics: bool = False
     # "text" (readable lines) or "json" (one JSON object per line).
     log_format: str = "text"
+    # Problems worth an operator's attention that do not stop start-up.
+    startup_warnings: tuple[str, ...] = dataclasses.field(default=(), compare=False)
+
+    def log_startup_warnings(self) -> None:
+        for warning in self.startup_warnings:
+            log.warning("%s", warning)
 
     def effective_hash_concurrency(self) -> int:
         if self.hash_concurrency is not None:
@@ -170,16 +176,14 @@ def load_or_create_secret_key(key_file: Path) -> str:
         return key_file.read_text(encoding="ascii").strip()
     with os.fdopen(fd, "w", encoding="ascii") as handle:
         handle.write(key + "\n")
-    log.warning(
-        "SECRET_KEY is not set: generated one and stored it in %s; set SECRET_KEY to share it between processes",
-        key_file,
-    )
     return key
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> Config:
     """Build a ``Config`` from environment variables (``os.environ`` by default)."""
     environ = os.environ if environ is None else environ
+    # Logged by whoever starts the app, once logging is set up as LOG_FORMAT says.
+    warnings: list[str] = []
     database_url = _validate_database_url(environ.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL)
     is_sqlite = database_url.startswith("sqlite")
 
@@ -188,16 +192,20 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         if not is_sqlite:
             raise ConfigError("SECRET_KEY is required with PostgreSQL: every process must sign with the same key")
         db_file = sqlite_path(database_url)
-        secret_key = load_or_create_secret_key(db_file.with_name(db_file.name + ".secret_key"))
+        key_file = db_file.with_name(db_file.name + ".secret_key")
+        secret_key = load_or_create_secret_key(key_file)
+        warnings.append(
+            f"SECRET_KEY is not set: using the generated key in {key_file}; "
+            "set SECRET_KEY to share it between processes"
+        )
     if len(secret_key) < MIN_SECRET_KEY_LENGTH:
         raise ConfigError(f"SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters long, got {len(secret_key)}")
 
     iterations = _positive_int(environ, "PASSWORD_HASH_ITERATIONS", DEFAULT_HASH_ITERATIONS)
     if iterations < DEFAULT_HASH_ITERATIONS:
-        log.warning(
-            "PASSWORD_HASH_ITERATIONS=%d is below the recommended %d; use it only for tests",
-            iterations,
-            DEFAULT_HASH_ITERATIONS,
+        warnings.append(
+            f"PASSWORD_HASH_ITERATIONS={iterations} is below the recommended {DEFAULT_HASH_ITERATIONS}; "
+            "use it only for tests"
         )
 
     try:
@@ -235,4 +243,5 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         rotate_refresh_tokens=_boolean(environ, "ROTATE_REFRESH_TOKENS", False),
         metrics=_boolean(environ, "METRICS", False),
         log_format=log_format,
+        startup_warnings=tuple(warnings),
     )
