@@ -21,6 +21,14 @@ from .operations import OperationError
 
 log = logging.getLogger("msgapi")
 
+# How often CPython hands the GIL to another thread (default 5 ms). Every SQLite row
+# and socket call releases the GIL; the thread that released it then waits up to the
+# whole interval to get it back, so with many busy threads requests queue behind each
+# other (a "convoy"). Measured with wrk, 16 connections, SQLite: GET item 2,120 ->
+# 2,590 req/s, a list page of 100 444 -> 580 req/s. A process-wide setting, so it
+# belongs to the runner, not to the app.
+GIL_SWITCH_INTERVAL_SECONDS = 0.0005
+
 # Waitress's own backstop. The app answers bodies over 64 KiB with a problem+json
 # 413 first; this only stops clients that lie about or omit Content-Length.
 WAITRESS_MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -65,6 +73,7 @@ def serve(config: Config, host: str, port: int) -> int:
     from .app import create_app
 
     app = create_app(config)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
     server = waitress.create_server(
         app,
         host=host,
