@@ -336,3 +336,15 @@ def assert_problem(resp, status: int) -> dict:
     assert isinstance(body["title"], str) and body["title"]
     assert isinstance(body["detail"], str) and body["detail"]
     return body
+
+
+def wait_for_log(server, predicate, seconds: float = 10.0) -> list[str]:
+    """The server's log lines matching ``predicate``, waiting (bounded) for the log reader to catch up."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        found = [line for line in list(server.log_lines) if predicate(line)]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)

@@ -18,13 +18,12 @@ import threading
 import time
 from urllib.parse import urlsplit, urlunsplit
 
-from conftest import WireClient, WireResponse, wire_login
+from conftest import WireClient, WireResponse, wait_for_log, wire_login
 
 from msgapi.config import sqlite_path
 
 POLL_ATTEMPTS = 20
 POLL_INTERVAL = 0.5
-LOG_WAIT_SECONDS = 10
 
 
 class TcpProxy:
@@ -110,16 +109,6 @@ def _via_proxy(database_url: str, port: int) -> str:
     userinfo = parts.netloc.rpartition("@")[0]
     netloc = f"{userinfo}@127.0.0.1:{port}" if userinfo else f"127.0.0.1:{port}"
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def wait_for_log(server, predicate, seconds: float = LOG_WAIT_SECONDS) -> list[str]:
-    """The server's log lines matching ``predicate``, waiting (bounded) for the log reader to catch up."""
-    deadline = time.monotonic() + seconds
-    while True:
-        found = [line for line in list(server.log_lines) if predicate(line)]
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
 
 
 def assert_database_unavailable(response: WireResponse) -> None:

@@ -4,18 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 from conftest import PASSWORD, http_json
-
-
-def _lines_settled(server, predicate, seconds: float = 5.0) -> list[str]:
-    deadline = time.monotonic() + seconds
-    while True:
-        found = [line for line in list(server.log_lines) if predicate(line)]
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
 
 
 def test_json_log_format_writes_one_object_per_line_with_the_request_id(live_server):
