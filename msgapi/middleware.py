@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import random
 import re
-import secrets
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +21,8 @@ access_log = logging.getLogger("msgapi.access")
 
 # A client's X-Request-ID is kept only when it is short and harmless to echo and log.
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
+# Request ids only need to be unique, not secret: a seeded PRNG, not a system call per request.
+_request_ids = random.Random()
 
 
 class RequestContext:
@@ -33,7 +35,10 @@ class RequestContext:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
         incoming = req.get_header("X-Request-ID")
-        req.context.request_id = incoming if incoming and _SANE_REQUEST_ID.match(incoming) else secrets.token_hex(16)
+        if incoming and _SANE_REQUEST_ID.match(incoming):
+            req.context.request_id = incoming
+        else:
+            req.context.request_id = f"{_request_ids.getrandbits(128):032x}"
         req.context.log_token = logcontext.request_id.set(req.context.request_id)
         req.context.user = None
         req.context.client_ip = client_address(
