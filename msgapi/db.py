@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import sqlite3
 import threading
 import time
 import weakref
@@ -19,9 +20,12 @@ import peewee
 from playhouse.db_url import parse
 from playhouse.pool import PooledPostgresqlDatabase
 
-from .config import Config, sqlite_path
+from .config import Config, ConfigError, sqlite_path
 
 database = peewee.DatabaseProxy()
+
+# RETURNING arrived in 3.35; JSON functions are built in from 3.38.
+MIN_SQLITE_VERSION = (3, 38, 0)
 
 # SQLite allows one writer at a time. Threads that collide wait in SQLite's busy
 # handler, which sleeps in steps of up to 100 ms: under load that sleeping, not the
@@ -131,6 +135,11 @@ def open_database(config: Config) -> peewee.Database:
     """A pooled database for ``config.database_url``, not yet connected."""
     global _serialise_writes
     _serialise_writes = config.is_sqlite
+    if config.is_sqlite and sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
+        raise ConfigError(
+            f"SQLite {sqlite3.sqlite_version} is too old: msgapi needs {'.'.join(map(str, MIN_SQLITE_VERSION))} "
+            "or newer (RETURNING, built-in JSON); use a newer Python build, or PostgreSQL"
+        )
     # Threads plus a little headroom: the runner's own start-up work and CLI commands.
     max_connections = config.threads + 4
     if config.is_sqlite:

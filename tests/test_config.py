@@ -84,3 +84,13 @@ def test_the_hashing_cap_stays_below_the_thread_count():
     assert Config(threads=2).effective_hash_concurrency() == 1
     assert Config(threads=16).effective_hash_concurrency() < 16
     assert Config(threads=16, hash_concurrency=3).effective_hash_concurrency() == 3
+
+
+def test_an_sqlite_without_returning_or_json_is_refused_at_start(monkeypatch, tmp_path):
+    from msgapi import db
+
+    monkeypatch.setattr(db.sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(db.sqlite3, "sqlite_version", "3.31.1")
+    config = Config(database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", secret_key=KEY)
+    with pytest.raises(ConfigError, match=r"SQLite 3\.31\.1 is too old"):
+        db.open_database(config)
