@@ -43,8 +43,8 @@ def create_app(config: Config | None = None) -> falcon.App:
     metrics = Metrics() if config.metrics else None
     app = falcon.App(
         middleware=[
-            *([MetricsMiddleware(metrics)] if metrics else []),
             RequestContext(config.trusted_proxies),
+            *([MetricsMiddleware(metrics)] if metrics else []),
             *_cors(config),
             BodyLimit(config.max_body_bytes),
             DatabaseSession(),

@@ -19,6 +19,13 @@ from .db import PreparedQuery, database, utcnow, write_lock
 MAX_ID = 2**31 - 1
 
 
+def parse_id(raw: str) -> int | None:
+    """A path segment as a row id, or None if no row can have it (0, -1, "1.5", "01", 20 digits)."""
+    if raw.isascii() and raw.isdigit() and raw[0] != "0" and len(raw) <= 10 and int(raw) <= MAX_ID:
+        return int(raw)
+    return None
+
+
 class BaseModel(peewee.Model):
     class Meta:
         database = database
@@ -506,8 +513,12 @@ def is_family_revoked(family: str) -> bool:
     return RevokedFamily.select().where(RevokedFamily.family == family).exists()
 
 
+def is_token_revoked(jti: str) -> bool:
+    return RevokedToken.select().where(RevokedToken.jti == jti).exists()
+
+
 def is_revoked(jti: str, family: str) -> bool:
-    return is_family_revoked(family) or RevokedToken.select().where(RevokedToken.jti == jti).exists()
+    return is_family_revoked(family) or is_token_revoked(jti)
 
 
 ALL_MODELS = (User, Message, RateLimitHit, RevokedToken, RevokedFamily)

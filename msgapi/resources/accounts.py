@@ -124,9 +124,10 @@ class PasswordChange:
 
 
 def _parse_user_id(raw: str) -> int:
-    if raw.isascii() and raw.isdigit() and raw[0] != "0" and len(raw) <= 10 and int(raw) <= models.MAX_ID:
-        return int(raw)
-    raise falcon.HTTPNotFound(title="Not found", description="No user has this id.")
+    user_id = models.parse_id(raw)
+    if user_id is None:
+        raise falcon.HTTPNotFound(title="Not found", description="No user has this id.")
+    return user_id
 
 
 class UserAdmin:

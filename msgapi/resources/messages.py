@@ -26,11 +26,10 @@ def message_json(row: dict[str, Any]) -> dict[str, Any]:
 
 def parse_message_id(raw: str) -> int:
     """The id from the path; anything that cannot be a message's id is 404, like an unknown one."""
-    if raw.isascii() and raw.isdigit() and raw[0] != "0" and len(raw) <= 10:
-        message_id = int(raw)
-        if message_id <= models.MAX_ID:
-            return message_id
-    raise not_found()
+    message_id = models.parse_id(raw)
+    if message_id is None:
+        raise not_found()
+    return message_id
 
 
 def not_found() -> falcon.HTTPNotFound:

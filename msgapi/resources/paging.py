@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 import falcon
 
 from .. import models
+from ..errors import ValidationFailed
 
 MAX_LIMIT = 1000
 MAX_SEARCH_LENGTH = 160
@@ -24,8 +25,6 @@ KNOWN_PARAMS = frozenset({"limit", "cursor", "author", "search", "ordering"}) | 
 
 
 def _bad_param(name: str, detail: str) -> falcon.HTTPBadRequest:
-    from ..errors import ValidationFailed
-
     return ValidationFailed({name: [detail]}, detail=f"Query parameter {name!r}: {detail}")
 
 
