@@ -71,11 +71,14 @@ def serve(config: Config, host: str, port: int) -> int:
     import waitress
 
     from .app import create_app
+    from .scheduling import make_dispatcher
 
     app = create_app(config)
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
     server = waitress.create_server(
         app,
+        # Waitress takes a dispatcher only through this argument; see scheduling.py for why ours.
+        _dispatcher=make_dispatcher(config),
         host=host,
         port=port,
         threads=config.threads,

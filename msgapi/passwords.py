@@ -13,6 +13,8 @@ import secrets
 import string
 import threading
 
+from . import scheduling
+
 ALGORITHM = "pbkdf2_sha256"
 _SALT_ALPHABET = string.ascii_letters + string.digits
 _SALT_LENGTH = 22  # Django's: log2(62) * 22 > 128 bits of entropy
@@ -89,9 +91,13 @@ class HashingGate:
         self.max_concurrent = max_concurrent
 
     def __enter__(self) -> HashingGate:
+        # Queueing for a slot and hashing are both waits other requests need not share.
+        scheduling.step_aside()
         if not self._slots.acquire(timeout=self._wait_seconds):
+            scheduling.step_back()
             raise HashingBusy
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self._slots.release()
+        scheduling.step_back()
