@@ -7,8 +7,8 @@ RETURNING``), so concurrent requests cannot lose an update.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
-import json
 from typing import Any
 
 import peewee
@@ -132,6 +132,14 @@ ORDERINGS = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class MessagePage:
+    """One page of the list, rendered by the database."""
+
+    json: str  # a JSON array of messages, each exactly as the API shows one message
+    next_after: tuple[Any, int] | None  # (ordering value, id) of the last row, when more rows follow
+
+
 def list_messages(
     *,
     limit: int,
@@ -139,37 +147,34 @@ def list_messages(
     after: tuple[Any, int] | None = None,
     author: str | None = None,
     search: str | None = None,
-) -> list[dict[str, Any]]:
+) -> MessagePage:
     """One page of messages, keyset-paged: ``after`` is (ordering value, id) of the last row seen.
 
     Page 1,000 costs what page 1 costs: the position is a WHERE on the ordering
-    index, never an OFFSET. Returns up to ``limit`` rows.
+    index, never an OFFSET. One row more than the page is read, to tell whether a
+    next page exists without a COUNT.
     """
     shape = (ordering, after is not None, author is not None, bool(search))
     query = _LIST_QUERIES.get(shape) or _LIST_QUERIES.setdefault(shape, _list_query(*shape))
     after_value, after_id = after if after is not None else (None, None)
     if isinstance(after_value, datetime.datetime):
         after_value = Message.updated_at.db_value(after_value)
-    cursor = query.execute(
-        limit,
+    rows = query.execute(
+        limit + 1,
         after_value,
         after_id,
         User.canonical(author) if author is not None else None,
         _like_pattern(search) if search else None,
-    )
-    if not isinstance(database.obj, peewee.SqliteDatabase):
-        return [_message_from_row(row) for row in cursor.fetchall()]
-    # SQLite: the page arrives as one JSON array (see _list_query), in whatever order the
-    # aggregate saw the rows; put it back in the requested order, ties by id.
-    rows = json.loads(cursor.fetchone()[0])
-    position = _ROW_POSITION[ordering.lstrip("-")]
-    rows.sort(key=lambda row: (row[position], row[0]), reverse=ordering.startswith("-"))
-    return [_message_from_row(row) for row in rows]
+    ).fetchall()
+    next_after = None
+    if len(rows) > limit:
+        del rows[limit:]
+        _, key, last_id = rows[-1]
+        next_after = (_timestamp(key) if ordering.lstrip("-") in _TIMESTAMP_ORDERINGS else key, last_id)
+    return MessagePage(json="[" + ",".join([row[0] for row in rows]) + "]", next_after=next_after)
 
 
-# Where each orderable field sits in a message row (id, content, views, created_at, updated_at, author).
-_ROW_POSITION = {"id": 0, "views": 2, "created_at": 3, "updated_at": 4}
-
+_TIMESTAMP_ORDERINGS = frozenset({"updated_at", "created_at"})
 
 # One compiled query per shape of the list request (ordering, position, filters): at most 64.
 _LIST_QUERIES: dict[tuple[str, bool, bool, bool], PreparedQuery] = {}
@@ -178,6 +183,11 @@ _LIST_QUERIES: dict[tuple[str, bool, bool, bool], PreparedQuery] = {}
 def _list_query(ordering: str, has_after: bool, has_author: bool, has_search: bool) -> PreparedQuery:
     descending = ordering.startswith("-")
     field = ORDERINGS[ordering.lstrip("-")]
+
+    def order(key: Any, row_id: Any) -> list[Any]:
+        """By the ordering's column, ties broken by id in the same direction."""
+        keys = [row_id] if field is Message.id else [key, row_id]
+        return [column.desc() if descending else column.asc() for column in keys]
 
     def build(limit: int, after_value: Any, after_id: int, author_key: str, pattern: str) -> peewee.Query:
         query = Message.select(*_message_columns(), User.username.alias("author")).join(
@@ -194,24 +204,47 @@ def _list_query(ordering: str, has_after: bool, has_author: bool, has_search: bo
                 key = peewee.Tuple(field, Message.id)
                 position = peewee.Tuple(after_value, after_id)
                 query = query.where(key < position if descending else key > position)
-        if field is Message.id:
-            order = [Message.id.desc() if descending else Message.id.asc()]
-        else:
-            order = [field.desc(), Message.id.desc()] if descending else [field.asc(), Message.id.asc()]
-        page = query.order_by(*order).limit(limit)
-        if not isinstance(database.obj, peewee.SqliteDatabase):
-            return page
-        # Python's sqlite3 releases the GIL for every row it steps through; with many
-        # threads each release can cost a wait for the GIL. Aggregated into one JSON
-        # value, a page of 100 rows is a single step.
-        sub = page.alias("page")
-        row = peewee.fn.json_array(
-            sub.c.id, sub.c.content, sub.c.views, sub.c.created_at, sub.c.updated_at, sub.c.author
-        )
-        return peewee.Select(from_list=[sub], columns=[peewee.fn.json_group_array(row)])
+        page = query.order_by(*order(field, Message.id)).limit(limit).alias("page")
+        # JSON for the page's rows only: in one query level, a sort would render every
+        # row it considers (PostgreSQL chose a sort over 1,000 rows, 0.3 -> 2.6 ms).
+        key = getattr(page.c, field.name)
+        return peewee.Select(
+            from_list=[page],
+            columns=[_message_as_json(page.c), key, page.c.id],
+        ).order_by(*order(key, page.c.id))
 
     sample_after = _SAMPLE_TIME if field in (Message.updated_at, Message.created_at) else _SAMPLE_VIEWS
     return PreparedQuery(build, _SAMPLE_LIMIT, sample_after, _SAMPLE_ID, _SAMPLE_AUTHOR, _SAMPLE_PATTERN)
+
+
+def _message_as_json(row: Any) -> peewee.Node:
+    """A message row as the API's JSON text, built by the database.
+
+    Turning a page of rows into Python objects and back into JSON was most of the
+    list's cost (in-process, a page of 100: 380 -> 165 µs). The fields, their order
+    and their formats are those of ``resources.messages.message_json``; a test
+    compares the two on awkward content.
+    """
+    fields = [
+        "id", row.id,
+        "content", row.content,
+        "views", row.views,
+        "created_at", _rfc3339(row.created_at),
+        "updated_at", _rfc3339(row.updated_at),
+        "author", row.author,
+    ]  # fmt: skip
+    if isinstance(database.obj, peewee.SqliteDatabase):
+        return peewee.fn.json_object(*fields)
+    return peewee.fn.json_build_object(*fields).cast("text")
+
+
+def _rfc3339(column: peewee.ColumnBase) -> peewee.Node:
+    """``render_timestamp`` in SQL: ``2026-11-24T18:35:32.123456Z``, always with microseconds."""
+    if isinstance(database.obj, peewee.SqliteDatabase):
+        # Stored as Python writes a naive datetime: "2026-11-24 18:35:32[.123456]".
+        padded = peewee.fn.substr(column.concat(".000000"), 1, 26)
+        return peewee.fn.replace(padded, " ", "T").concat("Z")
+    return peewee.fn.to_char(column, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
 
 
 def _like_pattern(text: str) -> str:

@@ -176,6 +176,43 @@ def test_create_renders_whole_second_timestamps_with_microseconds(app, auth, mon
     assert app.get(f"/api/messages/{message['id']}").json["updated_at"] == "2030-05-06T07:08:09.000000Z"
 
 
+AWKWARD_CONTENT = [
+    'quotes " and \\ backslashes / slash',
+    "tab\there, newline\nthere, carriage\rreturn",
+    "\x01\x1f control characters \x7f",
+    "</script><script>alert(1)</script>",
+    f"emoji {EMOJI}, combining e\u0301, CJK 漢字, RTL עברית",
+    "line\u2028and paragraph\u2029separators",
+    "x" * 160,
+]
+
+
+def test_the_list_shows_each_message_exactly_as_the_item_does(app, auth, monkeypatch):
+    """The list's JSON is rendered by the database, the item's by Python: they must agree."""
+    stamps = [
+        datetime.datetime(2030, 5, 6, 7, 8, 9),  # whole second: stored without a fraction on SQLite
+        datetime.datetime(2030, 5, 6, 7, 8, 9, 5),
+        datetime.datetime(1999, 12, 31, 23, 59, 59, 999999),
+    ]
+    created = []
+    for index, content in enumerate(AWKWARD_CONTENT):
+        monkeypatch.setattr(models, "utcnow", at(stamps[index % len(stamps)]))
+        created.append(app.post_json("/api/messages", {"content": content}, headers=auth).json)
+    models.Message.update(author=None).where(models.Message.id == created[0]["id"]).execute()
+
+    listed = app.get("/api/messages?ordering=id")
+    assert listed.content_type == "application/json"
+    assert [row["id"] for row in listed.json] == [message["id"] for message in created]
+    for row in listed.json:
+        item = app.get(f"/api/messages/{row['id']}").json  # counts a view; the list does not
+        assert row == {**item, "views": item["views"] - 1}
+        assert list(row) == ["id", "content", "views", "created_at", "updated_at", "author"]
+    assert [row["content"] for row in listed.json] == AWKWARD_CONTENT
+    assert listed.json[0]["author"] is None
+    assert listed.json[1]["created_at"] == "2030-05-06T07:08:09.000005Z"
+    assert listed.json[3]["updated_at"] == "2030-05-06T07:08:09.000000Z"
+
+
 def test_create_timestamps_are_utc(app, auth):
     before = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
     message = app.post_json("/api/messages", {"content": "hello"}, headers=auth).json

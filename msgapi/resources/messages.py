@@ -53,18 +53,18 @@ class MessageCollection:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         query = parse_list_query(req, self._page_size)
-        # One row more than the page tells whether a next page exists, without a COUNT.
-        rows = models.list_messages(
-            limit=query.limit + 1,
+        page = models.list_messages(
+            limit=query.limit,
             ordering=query.ordering,
             after=query.after,
             author=query.author,
             search=query.search,
         )
-        if len(rows) > query.limit:
-            rows = rows[: query.limit]
-            resp.append_header("Link", next_link(req, query, rows[-1]))
-        resp.media = [message_json(row) for row in rows]
+        if page.next_after is not None:
+            resp.append_header("Link", next_link(req, query, page.next_after))
+        # Already JSON: the database renders the page (see models._message_as_json).
+        resp.content_type = falcon.MEDIA_JSON
+        resp.text = page.json
 
     on_head = on_get
 

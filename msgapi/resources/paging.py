@@ -37,11 +37,12 @@ class ListQuery:
     search: str | None
 
 
-def encode_cursor(ordering: str, row: dict[str, Any]) -> str:
-    value = row[ordering.lstrip("-")]
+def encode_cursor(ordering: str, after: tuple[Any, int]) -> str:
+    """The cursor for the position after ``after``: (ordering value, id) of a page's last row."""
+    value, last_id = after
     if isinstance(value, datetime.datetime):
         value = value.isoformat()
-    raw = json.dumps([ordering, value, row["id"]], separators=(",", ":")).encode()
+    raw = json.dumps([ordering, value, last_id], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
@@ -111,8 +112,8 @@ def parse_list_query(req: falcon.Request, default_limit: int) -> ListQuery:
     return ListQuery(limit=limit, ordering=ordering, after=after, author=author, search=search or None)
 
 
-def next_link(req: falcon.Request, query: ListQuery, last_row: dict[str, Any]) -> str:
-    """``Link`` header value for the page after ``last_row``, keeping every other parameter."""
+def next_link(req: falcon.Request, query: ListQuery, after: tuple[Any, int]) -> str:
+    """``Link`` header value for the page after position ``after``, keeping every other parameter."""
     params = [(name, value) for name, value in req.params.items() if name != "cursor"]
-    params.append(("cursor", encode_cursor(query.ordering, last_row)))
+    params.append(("cursor", encode_cursor(query.ordering, after)))
     return f'<{req.path}?{urlencode(params)}>; rel="next"'
