@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import falcon
 
 from .. import models
@@ -13,15 +11,10 @@ from .paging import next_link, parse_list_query
 MAX_CONTENT_LENGTH = 160
 
 
-def message_json(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "content": row["content"],
-        "views": row["views"],
-        "created_at": models.render_timestamp(row["created_at"]),
-        "updated_at": models.render_timestamp(row["updated_at"]),
-        "author": row["author"],
-    }
+def send_json(resp: falcon.Response, text: str) -> None:
+    """A body the database already rendered as JSON (see models._message_as_json)."""
+    resp.content_type = falcon.MEDIA_JSON
+    resp.text = text
 
 
 def parse_message_id(raw: str) -> int:
@@ -62,34 +55,32 @@ class MessageCollection:
         )
         if page.next_after is not None:
             resp.append_header("Link", next_link(req, query, page.next_after))
-        # Already JSON: the database renders the page (see models._message_as_json).
-        resp.content_type = falcon.MEDIA_JSON
-        resp.text = page.json
+        send_json(resp, page.json)
 
     on_head = on_get
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        row = models.create_message(read_content(req), req.context.user)
+        message_id, message = models.create_message(read_content(req), req.context.user)
         resp.status = falcon.HTTP_201
-        resp.location = f"/api/messages/{row['id']}"
-        resp.media = message_json(row)
+        resp.location = f"/api/messages/{message_id}"
+        send_json(resp, message)
 
 
 class MessageItem:
     auth_methods = frozenset({"PUT", "PATCH", "DELETE"})
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, id: str) -> None:
-        row = models.count_view(parse_message_id(id))
-        if row is None:
+        message = models.count_view(parse_message_id(id))
+        if message is None:
             raise not_found()
-        resp.media = message_json(row)
+        send_json(resp, message)
 
     def on_head(self, req: falcon.Request, resp: falcon.Response, id: str) -> None:
         # HEAD answers like GET (same headers and length) but does not count a view.
-        row = models.get_message(parse_message_id(id))
-        if row is None:
+        message = models.get_message(parse_message_id(id))
+        if message is None:
             raise not_found()
-        resp.media = message_json(row)
+        send_json(resp, message)
 
     def _writable_id(self, req: falcon.Request, raw_id: str) -> int:
         """The id of a message the user may change: 404 before 403, both before any body error."""
@@ -107,10 +98,10 @@ class MessageItem:
 
     def _replace(self, req: falcon.Request, resp: falcon.Response, id: str) -> None:
         message_id = self._writable_id(req, id)
-        row = models.replace_content(message_id, read_content(req))
-        if row is None:  # deleted between the check and the update
+        message = models.replace_content(message_id, read_content(req))
+        if message is None:  # deleted between the check and the update
             raise not_found()
-        resp.media = message_json(row)
+        send_json(resp, message)
 
     on_put = _replace
     on_patch = _replace
