@@ -40,6 +40,11 @@ def unauthorized(detail: str, *, token_sent: bool) -> falcon.HTTPUnauthorized:
     return falcon.HTTPUnauthorized(title="Not authenticated", description=detail, challenges=[challenge])
 
 
+def token_user_refused() -> falcon.HTTPUnauthorized:
+    """401 for a valid token whose user may no longer act (inactive, deleted, or tokens ended)."""
+    return unauthorized("The token's user is inactive, gone, or has ended this token.", token_sent=True)
+
+
 def problem_body(exc: falcon.HTTPError) -> dict[str, Any]:
     # Falcon's own errors (unknown route, 405) are titled "404 Not Found"; drop the number.
     title = exc.title.removeprefix(f"{exc.status_code} ")

@@ -31,16 +31,27 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line, for log shippers (``LOG_FORMAT=json``)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc).isoformat(),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "request_id": getattr(record, "request_id", "-"),
-        }
+        entry = self._entry(record.created, record.levelname, record.name, getattr(record, "request_id", "-"))
+        entry["message"] = record.getMessage()
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
+
+    def line(self, created: float, level: str, name: str, request_id: str, message: str) -> str:
+        """What ``format`` makes of a record with these fields and no exception."""
+        entry = self._entry(created, level, name, request_id)
+        entry["message"] = message
+        return json.dumps(entry, ensure_ascii=False)
+
+    @staticmethod
+    def _entry(created: float, level: str, name: str, request_id: str) -> dict[str, Any]:
+        return {
+            "time": datetime.datetime.fromtimestamp(created, datetime.timezone.utc).isoformat(),
+            "level": level,
+            "logger": name,
+            "message": None,  # filled in by the caller; here to keep the key order
+            "request_id": request_id,
+        }
 
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
@@ -58,11 +69,18 @@ class TextFormatter(logging.Formatter):
         self._second_text = ""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = int(record.created)
+        return self._asctime(record.created, record.msecs)
+
+    def _asctime(self, created: float, msecs: float) -> str:
+        second = int(created)
         if second != self._second:  # a benign race: two threads may both render one second
             self._second_text = time.strftime(self.default_time_format, self.converter(second))
             self._second = second
-        return f"{self._second_text},{int(record.msecs):03d}"
+        return f"{self._second_text},{int(msecs):03d}"
+
+    def line(self, created: float, level: str, name: str, request_id: str, message: str) -> str:
+        """What ``format`` makes of a record with these fields and no exception (see TEXT_FORMAT)."""
+        return f"{self._asctime(created, (created - int(created)) * 1000)} {level} {name} [{request_id}] {message}"
 
 
 class BufferedStderrHandler(logging.StreamHandler):
@@ -100,9 +118,54 @@ class BufferedStderrHandler(logging.StreamHandler):
         except Exception:
             self.handleError(record)
 
+    def write_line(self, line: str) -> None:
+        """A line already formatted by this handler's formatter (see ``AccessLog``)."""
+        with self.lock:
+            self.stream.write(line + self.terminator)
+
+
+# The handler ``configure`` installed, while it is the only one.
+_installed: BufferedStderrHandler | None = None
+
+
+class AccessLog:
+    """One INFO line per request on the ``msgapi.access`` logger, cheaply.
+
+    Through the logging module a line costs a LogRecord, two filter passes and a
+    format: 13 µs of a 43 µs cached GET. When logging is as ``configure`` left it
+    (our handler alone, nothing attached to this logger) the line is formatted by
+    that handler's own formatter and written straight into it: the same line for
+    a fraction of the cost. Any other set-up (a test's capture, an embedding
+    application's handlers) gets the ordinary logging call.
+    """
+
+    def __init__(self) -> None:
+        self._logger = logging.getLogger("msgapi.access")
+        self._root = logging.getLogger()
+
+    def info(self, message: str, request_id: str) -> None:
+        logger = self._logger
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        handler = _installed
+        if (
+            handler is not None
+            and self._root.handlers == [handler]
+            and not logger.handlers
+            and not logger.filters
+            and logger.propagate
+            and handler.level <= logging.INFO
+            and len(handler.filters) == 1
+            and isinstance(handler.formatter, (TextFormatter, JsonFormatter))
+        ):
+            handler.write_line(handler.formatter.line(time.time(), "INFO", logger.name, request_id, message))
+        else:
+            logger.info("%s", message)
+
 
 def configure(log_format: str = "text") -> None:
     """Log to stderr, each line carrying the id of the request it is about (``-`` if none)."""
+    global _installed
     handler = BufferedStderrHandler()
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
@@ -110,6 +173,7 @@ def configure(log_format: str = "text") -> None:
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
+    _installed = handler
     root.setLevel(logging.INFO)
     # The logging HOWTO's "Optimization" switches: we print none of these fields, and
     # collecting them was a third of the access log's cost per request.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import random
 import re
 import time
@@ -13,11 +12,9 @@ import falcon
 
 from . import logcontext, models
 from .db import release_connection
-from .errors import unauthorized
+from .errors import token_user_refused, unauthorized
 from .proxies import Network, client_address
 from .tokens import ACCESS, InvalidToken, TokenService
-
-access_log = logging.getLogger("msgapi.access")
 
 # A client's X-Request-ID is kept only when it is short and harmless to echo and log.
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
@@ -31,6 +28,7 @@ class RequestContext:
 
     def __init__(self, trusted_proxies: Sequence[Network] = ()) -> None:
         self._trusted_proxies = tuple(trusted_proxies)
+        self._access_log = logcontext.AccessLog()
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
@@ -48,10 +46,9 @@ class RequestContext:
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool) -> None:
         resp.set_header("X-Request-ID", req.context.request_id)
         resp.set_header("X-Content-Type-Options", "nosniff")
-        if access_log.isEnabledFor(logging.INFO):
-            elapsed_ms = (time.perf_counter() - req.context.started) * 1000
-            # The path only: query strings may carry secrets some client put there.
-            access_log.info("%s %s %s %.1fms", req.method, req.path, resp.status_code, elapsed_ms)
+        elapsed_ms = (time.perf_counter() - req.context.started) * 1000
+        # The path only: query strings may carry secrets some client put there.
+        self._access_log.info(f"{req.method} {req.path} {resp.status_code} {elapsed_ms:.1f}ms", req.context.request_id)
         logcontext.request_id.reset(req.context.log_token)
 
 
@@ -85,7 +82,10 @@ class BearerAuth:
     """Authenticates the methods a resource lists in ``auth_methods``, and no others.
 
     Runs before the responder, so a missing or bad token is 401 before the
-    responder can say 404 or 400. The user must still exist and be active.
+    responder can say 404 or 400. The user must still exist, be active and be on
+    the token's version: checked here and put in ``req.context.user``, except for
+    the methods a resource lists in ``checks_token_user``, whose data-layer call
+    makes the same check in its own statement (``req.context.claims`` has the token).
     """
 
     def __init__(self, tokens: TokenService) -> None:
@@ -107,7 +107,10 @@ class BearerAuth:
             claims = self._tokens.decode(token, ACCESS)
         except InvalidToken:
             raise unauthorized("The access token is invalid or expired.", token_sent=True) from None
+        req.context.claims = claims
+        if req.method in getattr(resource, "checks_token_user", ()):
+            return
         user = models.User.for_token(claims)
         if user is None:
-            raise unauthorized("The token's user is inactive, gone, or has ended this token.", token_sent=True)
+            raise token_user_refused()
         req.context.user = user

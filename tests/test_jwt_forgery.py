@@ -341,6 +341,40 @@ def test_token_for_a_user_id_that_never_existed_is_refused(app, alice):
     assert_invalid_token(post_message(app, bearer(sign(claims_for(alice["id"] + 1000)))))
 
 
+# Creating a message checks the token's user inside the INSERT; every way that check can fail.
+REFUSED_AUTHORS = {
+    "deleted": lambda user_id: models.User.delete().where(models.User.id == user_id),
+    "deactivated": lambda user_id: models.User.update(is_active=False).where(models.User.id == user_id),
+    "tokens-ended": lambda user_id: models.User.update(token_version=1).where(models.User.id == user_id),
+}
+
+
+@pytest.mark.parametrize("change", REFUSED_AUTHORS)
+def test_a_refused_token_user_outranks_a_bad_body_and_creates_nothing(app, alice, change):
+    _run(REFUSED_AUTHORS[change](alice["id"]))
+    headers = bearer(alice["access"])
+    assert_invalid_token(post_message(app, headers))
+    for bad_body in ({"content": ""}, {"text": "hi"}):
+        assert_invalid_token(app.post_json("/api/messages", bad_body, headers=headers, expect_errors=True))
+    unsupported = app.post(
+        "/api/messages", "content=hi", headers=headers, content_type="text/plain", expect_errors=True
+    )
+    assert_invalid_token(unsupported)
+    assert_nothing_stored(app)
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [{"user_id": 2**31}, {"user_id": 2**63}, {"ver": -1}, {"ver": 2**31}, {"ver": 2**63}],
+    ids=["user_id-2^31", "user_id-2^63", "ver--1", "ver-2^31", "ver-2^63"],
+)
+def test_signed_claims_out_of_the_databases_range_are_refused_not_errors(app, alice, claims):
+    token = sign({**claims_for(alice["id"]), **claims})
+    assert_invalid_token(post_message(app, bearer(token)))
+    assert_invalid_token(app.get("/api/auth/me", headers=bearer(token), expect_errors=True))
+    assert_nothing_stored(app)
+
+
 # --- the Authorization header itself -------------------------------------------------------------
 
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
+import io
 import json
+import logging
 import re
 
+import pytest
 from conftest import PASSWORD, http_json
+
+from msgapi import logcontext
 
 
 def test_json_log_format_writes_one_object_per_line_with_the_request_id(live_server):
@@ -44,3 +50,59 @@ def test_metrics_count_requests_by_route_and_status_with_a_latency_histogram(liv
     assert 'msgapi_request_duration_seconds_count{route="/api/messages"} 3' in text
     assert 'msgapi_request_duration_seconds_bucket{route="/api/messages",le="+Inf"} 3' in text
     assert re.search(r"msgapi_db_pool_connections\{state=\"in_use\"\} \d+", text)
+
+
+@pytest.fixture
+def own_logging():
+    """``logcontext.configure`` for one test, its handler writing into a StringIO; logging restored after."""
+    root = logging.getLogger()
+    saved_handlers, saved_level, saved_installed = list(root.handlers), root.level, logcontext._installed
+
+    def configure(log_format: str) -> io.StringIO:
+        logcontext.configure(log_format)
+        stream = io.StringIO()
+        root.handlers[0].setStream(stream)
+        return stream
+
+    yield configure
+    root.handlers[:] = saved_handlers
+    root.setLevel(saved_level)
+    logcontext._installed = saved_installed
+
+
+TEXT_ACCESS_LINE = re.compile(
+    r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO msgapi\.access \[[0-9a-f]{32}\] GET /api/messages 200 \d+\.\dms"
+)
+
+
+def test_access_lines_written_directly_look_as_the_logging_module_writes_them(app, own_logging):
+    stream = own_logging("text")
+    app.get("/api/messages?search=secret")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1 and TEXT_ACCESS_LINE.fullmatch(lines[0]), lines
+
+    stream = own_logging("json")
+    app.get("/api/messages")
+    (record,) = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert list(record) == ["time", "level", "logger", "message", "request_id"]
+    assert record["level"] == "INFO" and record["logger"] == "msgapi.access"
+    assert re.fullmatch(r"GET /api/messages 200 \d+\.\dms", record["message"])
+    assert datetime.datetime.fromisoformat(record["time"]).tzinfo is not None
+
+
+@pytest.mark.parametrize("formatter", [logcontext.TextFormatter(), logcontext.JsonFormatter()], ids=["text", "json"])
+def test_the_direct_line_is_the_formatted_record(formatter):
+    record = logging.LogRecord("msgapi.access", logging.INFO, __file__, 1, "GET %s 200", ("/x",), None)
+    record.request_id = "abc"
+    assert formatter.line(record.created, "INFO", "msgapi.access", "abc", "GET /x 200") == formatter.format(record)
+
+
+def test_access_lines_go_through_logging_when_someone_else_listens(app, own_logging):
+    stream = own_logging("text")
+    heard: list[logging.LogRecord] = []
+    listener = logging.Handler()
+    listener.emit = heard.append  # an embedding application's (or a test's) handler
+    logging.getLogger().addHandler(listener)
+    app.get("/api/messages")
+    assert [(record.name, record.getMessage()[:20]) for record in heard] == [("msgapi.access", "GET /api/messages 20")]
+    assert TEXT_ACCESS_LINE.fullmatch(stream.getvalue().strip())  # and our handler wrote it too

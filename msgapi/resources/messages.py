@@ -6,6 +6,7 @@ import falcon
 
 from .. import models
 from ..body import FieldErrors, read_body
+from ..errors import token_user_refused
 from .paging import next_link, parse_list_query
 
 MAX_CONTENT_LENGTH = 160
@@ -40,6 +41,7 @@ def read_content(req: falcon.Request) -> str:
 
 class MessageCollection:
     auth_methods = frozenset({"POST"})
+    checks_token_user = frozenset({"POST"})  # models.create_message checks the token's user
 
     def __init__(self, page_size: int) -> None:
         self._page_size = page_size
@@ -60,7 +62,18 @@ class MessageCollection:
     on_head = on_get
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        message_id, message = models.create_message(read_content(req), req.context.user)
+        claims = req.context.claims
+        try:
+            content = read_content(req)
+        except falcon.HTTPError:
+            # A refused token outranks a bad body, as on every other endpoint.
+            if models.User.for_token(claims) is None:
+                raise token_user_refused() from None
+            raise
+        created = models.create_message(content, claims)
+        if created is None:
+            raise token_user_refused()
+        message_id, message = created
         resp.status = falcon.HTTP_201
         resp.location = f"/api/messages/{message_id}"
         send_json(resp, message)
