@@ -47,10 +47,14 @@ def _reject_constant(name: str) -> Any:
     raise _malformed(f"{name} is not valid JSON.")
 
 
+# Built once: json.loads with options builds a new decoder on every call.
+_DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+
+
 def _parse_json(raw: bytes) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
-        document = json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+        document = _DECODER.decode(text)
     except falcon.HTTPError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError):

@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -36,14 +36,13 @@ _sqlite_writes = threading.RLock()
 _serialise_writes = False
 
 
-@contextlib.contextmanager
-def write_lock() -> Iterator[None]:
+_no_lock = contextlib.nullcontext()
+
+
+def write_lock() -> contextlib.AbstractContextManager[Any]:
     """Hold around every write statement or write transaction, until it has committed."""
-    if not _serialise_writes:
-        yield
-        return
-    with _sqlite_writes:
-        yield
+    # The lock itself, not a generator-based wrapper: this is on every write's path.
+    return _sqlite_writes if _serialise_writes else _no_lock
 
 
 # How long a writer waits for SQLite's lock before giving up (then 503, never 500).
