@@ -323,6 +323,12 @@ def _first_message(cursor: Any) -> Any:
     return rows[0] if rows else None
 
 
+def _rendered_message(cursor: Any) -> str | None:
+    """The JSON text of a statement whose only column is ``_message_as_json``, or None."""
+    row = _first_message(cursor)
+    return None if row is None else row[0]
+
+
 _GET_MESSAGE = PreparedQuery(
     lambda message_id: Message.select(_message_as_json(_MESSAGE_ROW)).where(Message.id == message_id),
     _SAMPLE_ID,
@@ -378,15 +384,13 @@ _DELETE_MESSAGE = PreparedQuery(lambda message_id: Message.delete().where(Messag
 
 def get_message(message_id: int) -> str | None:
     """The message without counting a view (HEAD)."""
-    row = _first_message(_GET_MESSAGE.execute(message_id))
-    return row and row[0]
+    return _rendered_message(_GET_MESSAGE.execute(message_id))
 
 
 def count_view(message_id: int) -> str | None:
     """Count one view and return the message as that view left it, in one statement."""
     with write_lock():
-        row = _first_message(_COUNT_VIEW.execute(message_id))
-    return row and row[0]
+        return _rendered_message(_COUNT_VIEW.execute(message_id))
 
 
 def create_message(content: str, claims: dict[str, Any]) -> tuple[int, str] | None:
@@ -410,8 +414,7 @@ def create_message(content: str, claims: dict[str, Any]) -> tuple[int, str] | No
 def replace_content(message_id: int, content: str) -> str | None:
     """New content, views back to 0, ``updated_at`` now; None if the message is gone."""
     with write_lock():
-        row = _first_message(_REPLACE_CONTENT.execute(message_id, content, utcnow()))
-    return row and row[0]
+        return _rendered_message(_REPLACE_CONTENT.execute(message_id, content, utcnow()))
 
 
 def delete_message(message_id: int) -> bool:

@@ -10,23 +10,21 @@ requests themselves (GET item 2,500 req/s on 16 threads, 4,100 on one).
 ``FocusedDispatcher`` runs requests one after another on as few threads as keep
 the CPU busy: a thread that finishes a request takes the next queued one itself,
 and a second request starts only while the first waits on something outside the
-process. Code that waits says so (``step_aside``/``step_back``, or ``waiting()``):
+process. Code that waits says so (``step_aside`` before, ``step_back`` after):
 password hashing does, so the pool still serves reads during a storm of logins.
 A request that blocks without saying so (SQLite waiting for another process's
 write) does not stall the queue for long: after ``STALL_SECONDS`` without
 progress another thread starts on the next request.
 
 Per process by nature. In-process callers (tests, CLI commands) run without a
-dispatcher, and ``waiting()`` is then free.
+dispatcher, and stepping aside is then free.
 """
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import threading
 import time
-from collections.abc import Iterator
 
 from waitress.task import ThreadedTaskDispatcher
 
@@ -62,16 +60,6 @@ def step_back() -> None:
     dispatcher: FocusedDispatcher | None = getattr(_current, "dispatcher", None)
     if dispatcher is not None:
         dispatcher.step_back()
-
-
-@contextlib.contextmanager
-def waiting() -> Iterator[None]:
-    """Around a wait outside the process (see ``step_aside``)."""
-    step_aside()
-    try:
-        yield
-    finally:
-        step_back()
 
 
 class FocusedDispatcher(ThreadedTaskDispatcher):
@@ -135,8 +123,7 @@ class FocusedDispatcher(ThreadedTaskDispatcher):
                 self._watching = False
                 self.active_count += 1
                 if self.queue and time.monotonic() - self._progress >= self.STALL_SECONDS:
-                    self._progress = time.monotonic()
-                    return self.queue.popleft()
+                    return self.queue.popleft()  # the caller marks the start as progress
             else:
                 self.queue_cv.wait()
                 self.active_count += 1

@@ -77,8 +77,11 @@ def test_a_request_that_steps_aside_lets_the_next_one_run(dispatcher):
     release = threading.Event()
 
     def long_wait() -> None:
-        with scheduling.waiting():
+        scheduling.step_aside()
+        try:
             assert release.wait(EVENTUALLY)
+        finally:
+            scheduling.step_back()
 
     waiting, quick = Task(long_wait), Task(lambda: None)
     dispatcher.add_task(waiting)
@@ -116,9 +119,7 @@ def test_a_failing_request_is_logged_and_the_thread_goes_on(dispatcher, caplog):
     assert len(dispatcher.threads) == 4
 
 
-def test_waiting_outside_a_dispatcher_thread_is_free():
-    with scheduling.waiting():
-        pass
+def test_stepping_aside_outside_a_dispatcher_thread_is_free():
     scheduling.step_aside()
     scheduling.step_back()
 
