@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -27,10 +28,18 @@ def _blocks(language: str) -> list[str]:
 
 
 def _python_on_path(tmp_path: Path) -> str:
-    """A PATH where ``python`` is this interpreter, as the README's commands assume."""
+    """A PATH where ``python`` is this interpreter, as the README's commands assume.
+
+    A wrapper that ``exec``s ``sys.executable``, not a symlink to it: a symlinked
+    virtual-environment interpreter outside the environment's ``bin/`` finds no
+    ``pyvenv.cfg`` and runs as the base interpreter, without msgapi's packages.
+    """
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "python").symlink_to(sys.executable)
+    for name in ("python", "python3"):
+        wrapper = bin_dir / name
+        wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n', encoding="utf-8")
+        wrapper.chmod(0o755)
     return f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
 
 
