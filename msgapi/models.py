@@ -225,8 +225,17 @@ def _list_query(ordering: str, has_after: bool, has_author: bool, has_search: bo
             columns=[_message_as_json(page.c), key, page.c.id],
         ).order_by(*order(key, page.c.id))
 
-    sample_after = _SAMPLE_TIME if field in (Message.updated_at, Message.created_at) else _SAMPLE_VIEWS
-    return PreparedQuery(build, _SAMPLE_LIMIT, sample_after, _SAMPLE_ID, _SAMPLE_AUTHOR, _SAMPLE_PATTERN)
+    unused = [
+        name
+        for name, used in (
+            ("after_value", has_after and field is not Message.id),
+            ("after_id", has_after),
+            ("author_key", has_author),
+            ("pattern", has_search),
+        )
+        if not used
+    ]
+    return PreparedQuery(build, unused=tuple(unused))
 
 
 def _message_as_json(row: Any) -> peewee.Node:
@@ -296,18 +305,6 @@ def _write(query: peewee.Query) -> int:
         return query.execute()
 
 
-# Sample arguments for PreparedQuery: values no constant of these queries can equal.
-_SAMPLE_ID = 2_000_000_001
-_SAMPLE_AUTHOR_ID = 2_000_000_002
-_SAMPLE_VERSION = 2_000_000_005
-_SAMPLE_CONTENT = "\x01sample content\x01"
-_SAMPLE_TIME = datetime.datetime(1901, 2, 3, 4, 5, 6, 789)
-_SAMPLE_LIMIT = 2_000_000_003
-_SAMPLE_VIEWS = 2_000_000_004
-_SAMPLE_AUTHOR = "\x01sample author\x01"
-_SAMPLE_PATTERN = "\x01sample pattern\x01"
-
-
 def _timestamp(value: Any) -> datetime.datetime:
     """A stored timestamp as a datetime: SQLite keeps ISO text, PostgreSQL hands datetimes over.
 
@@ -331,7 +328,6 @@ def _rendered_message(cursor: Any) -> str | None:
 
 _GET_MESSAGE = PreparedQuery(
     lambda message_id: Message.select(_message_as_json(_MESSAGE_ROW)).where(Message.id == message_id),
-    _SAMPLE_ID,
 )
 _COUNT_VIEW = PreparedQuery(
     lambda message_id: (
@@ -339,21 +335,16 @@ _COUNT_VIEW = PreparedQuery(
         .where(Message.id == message_id)
         .returning(_message_as_json(_MESSAGE_ROW))
     ),
-    _SAMPLE_ID,
 )
 _CREATE_MESSAGE = PreparedQuery(
     # INSERT ... SELECT from the author's row: inserts nothing unless the token's user
     # is active and still on the token's version.
     lambda content, now, author_id, version: Message.insert_from(
-        User.select(peewee.Value(content), peewee.Value(0), peewee.Value(now), peewee.Value(now), User.id).where(
+        User.select(content, peewee.Value(0), now, now, User.id).where(
             (User.id == author_id) & (User.is_active == True) & (User.token_version == version)
         ),
         fields=[Message.content, Message.views, Message.created_at, Message.updated_at, Message.author],
     ).returning(_message_as_json(_MESSAGE_ROW), Message.id),
-    _SAMPLE_CONTENT,
-    _SAMPLE_TIME,
-    _SAMPLE_AUTHOR_ID,
-    _SAMPLE_VERSION,
 )
 _REPLACE_CONTENT = PreparedQuery(
     lambda message_id, content, now: (
@@ -361,21 +352,16 @@ _REPLACE_CONTENT = PreparedQuery(
         .where(Message.id == message_id)
         .returning(_message_as_json(_MESSAGE_ROW))
     ),
-    _SAMPLE_ID,
-    _SAMPLE_CONTENT,
-    _SAMPLE_TIME,
 )
-_AUTHOR_OF = PreparedQuery(
-    lambda message_id: Message.select(Message.author).where(Message.id == message_id), _SAMPLE_ID
-)
+_AUTHOR_OF = PreparedQuery(lambda message_id: Message.select(Message.author).where(Message.id == message_id))
 _USER_FIELDS = User._meta.sorted_fields
 _USER_CONVERTERS = [
     (field.name, _timestamp if field is User.date_joined else field.python_value) for field in _USER_FIELDS
 ]
 _ACTIVE_USER = PreparedQuery(
-    lambda user_id: User.select(*_USER_FIELDS).where((User.id == user_id) & (User.is_active == True)), _SAMPLE_ID
+    lambda user_id: User.select(*_USER_FIELDS).where((User.id == user_id) & (User.is_active == True))
 )
-_DELETE_MESSAGE = PreparedQuery(lambda message_id: Message.delete().where(Message.id == message_id), _SAMPLE_ID)
+_DELETE_MESSAGE = PreparedQuery(lambda message_id: Message.delete().where(Message.id == message_id))
 
 
 # Messages come back from these as the API's JSON text (see _message_as_json), or None
