@@ -75,10 +75,12 @@ def serve(config: Config, host: str, port: int) -> int:
 
     app = create_app(config)
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
+    dispatcher = make_dispatcher(config)
+    # Waitress takes a dispatcher only through this argument; see scheduling.py for why ours.
+    dispatch = {} if dispatcher is None else {"_dispatcher": dispatcher}
     server = waitress.create_server(
         app,
-        # Waitress takes a dispatcher only through this argument; see scheduling.py for why ours.
-        _dispatcher=make_dispatcher(config),
+        **dispatch,
         host=host,
         port=port,
         threads=config.threads,

@@ -22,19 +22,48 @@ dispatcher, and stepping aside is then free.
 
 from __future__ import annotations
 
+import inspect
+import logging
 import sys
 import threading
 import time
 
+import waitress
 from waitress.task import ThreadedTaskDispatcher
 
 from .config import Config
 
+log = logging.getLogger("msgapi")
 _current = threading.local()
 
+# What FocusedDispatcher relies on in Waitress beyond its documented API: the attributes
+# of ThreadedTaskDispatcher it reads and writes, the methods it overrides, and the
+# create_server argument that takes a dispatcher (Waitress calls it a test shim). A
+# Waitress release that changes any of them gets Waitress's own dispatcher, with a warning.
+WAITRESS_INTERNALS = ("lock", "queue", "queue_cv", "thread_exit_cv", "threads", "active_count", "stop_count", "logger")
+WAITRESS_OVERRIDES = {"handler_thread": ["thread_no"], "add_task": ["task"]}
 
-def make_dispatcher(config: Config) -> ThreadedTaskDispatcher:
+
+def focused_dispatch_unsupported() -> str | None:
+    """Why the installed Waitress cannot take ``FocusedDispatcher``, or None when it can."""
+    if "_dispatcher" not in inspect.signature(waitress.create_server).parameters:
+        return "waitress.create_server() takes no _dispatcher argument"
+    probe = ThreadedTaskDispatcher()
+    missing = [name for name in WAITRESS_INTERNALS if not hasattr(probe, name)]
+    if missing:
+        return f"ThreadedTaskDispatcher lacks {', '.join(missing)}"
+    for method, parameters in WAITRESS_OVERRIDES.items():
+        function = getattr(ThreadedTaskDispatcher, method, None)
+        if function is None or list(inspect.signature(function).parameters)[1:] != parameters:
+            return f"ThreadedTaskDispatcher.{method} is not {method}(self, {', '.join(parameters)})"
+    return None
+
+
+def make_dispatcher(config: Config) -> ThreadedTaskDispatcher | None:
     """The dispatcher for ``config.threads`` threads: focused on SQLite, Waitress's own on PostgreSQL.
+
+    None when the installed Waitress takes no dispatcher at all: the caller then lets
+    Waitress make its own.
 
     On PostgreSQL a request spends most of its time waiting for the server, and
     stepping aside for every statement cost more than it saved (wrk, 16 connections:
@@ -43,7 +72,21 @@ def make_dispatcher(config: Config) -> ThreadedTaskDispatcher:
     and Waitress's own dispatcher is right too.
     """
     gil_enabled = getattr(sys, "_is_gil_enabled", lambda: True)()
-    dispatcher = FocusedDispatcher() if config.is_sqlite and gil_enabled else ThreadedTaskDispatcher()
+    if not (config.is_sqlite and gil_enabled):
+        dispatcher = ThreadedTaskDispatcher()
+    else:
+        unsupported = focused_dispatch_unsupported()
+        if unsupported is not None:
+            log.warning(
+                "this Waitress release is not one msgapi's request scheduling was built for (%s): "
+                "using Waitress's own dispatcher, which serves correctly but slower on SQLite",
+                unsupported,
+            )
+            if "_dispatcher" not in inspect.signature(waitress.create_server).parameters:
+                return None
+            dispatcher = ThreadedTaskDispatcher()
+        else:
+            dispatcher = FocusedDispatcher()
     dispatcher.set_thread_count(config.threads)
     return dispatcher
 
