@@ -287,6 +287,7 @@ class Bench:
             SECRET_KEY=secrets.token_urlsafe(48),  # 64 characters, new every run
             PASSWORD_HASH_ITERATIONS=str(self.args.hash_iterations),
             AUTH_RATE_LIMIT="off",
+            METRICS="true",  # the view statements' count (group commit) is read from /metrics
             PYTHONUNBUFFERED="1",
         )
         env["PYTHONPATH"] = str(self.root) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -504,9 +505,17 @@ class Bench:
             all_ = [x for x in all_ if x[0].name in ("get_hot", "list", "create", "login")]
         return all_
 
+    def view_statements(self) -> int | None:
+        """The server's count of view statements so far (PostgreSQL batches views), from /metrics."""
+        status, data = self.api("GET", "/metrics")
+        match = re.search(rb"^msgapi_view_statements_total (\d+)$", data, re.M) if status == 200 else None
+        return int(match.group(1)) if match else None
+
     def run_measured(self, load: Load, info: dict) -> dict:
         db = self.database.db
         before = dbbench.views_sum(db) if info.get("views") else None  # the last measurement settled
+        statements_before = self.view_statements() if info.get("views") else None
+        started = time.monotonic()
         res = self.gen.run(load)[0]
         # Requests the generator gave up on at the bell still run on the server: wait them out.
         res["drain_s"] = self.server.settle()
@@ -515,6 +524,12 @@ class Bench:
             res["views_delta"] = delta
             res["lost_views"] = max(0, res["status_200"] - delta)
             res["uncounted_200s"] = max(0, delta - res["status_200"])
+            statements_after = self.view_statements()
+            if statements_before is not None and statements_after is not None and statements_after > statements_before:
+                statements = statements_after - statements_before
+                res["view_statements"] = statements
+                res["view_statements_per_s"] = statements / (time.monotonic() - started)
+                res["views_per_statement"] = delta / statements
         if info.get("cleanup"):
             res["rows_created"] = dbbench.delete_above(db, self.ids[1])
         return res
@@ -820,6 +835,11 @@ def render(result: dict) -> str:
         notes = []
         if "views_delta" in r:
             notes.append(f"views +{r['views_delta']} for {r['status_200']} 200s, lost {r['lost_views']}")
+            if r.get("view_statements"):
+                notes.append(
+                    f"{fmt(r['view_statements_per_s'])} view statements/s, "
+                    f"{r['views_per_statement']:.1f} views each"
+                )
             if r["uncounted_200s"]:
                 notes.append(f"{r['uncounted_200s']} in flight at the bell")
         if r["scenario"] == "list":

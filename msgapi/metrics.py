@@ -16,6 +16,7 @@ from typing import Any
 import falcon
 
 from .db import database
+from .models import view_statistics
 
 # Seconds; chosen around this service's real latencies (sub-ms reads to hashing logins).
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -60,6 +61,15 @@ class Metrics:
                 lines.append(f'msgapi_request_duration_seconds_bucket{{route="{route}",le="{le}"}} {cumulative}')
             lines.append(f'msgapi_request_duration_seconds_sum{{route="{route}"}} {sums[route]:.6f}')
             lines.append(f'msgapi_request_duration_seconds_count{{route="{route}"}} {cumulative}')
+        views = view_statistics()
+        lines += [
+            "# HELP msgapi_view_statements_total Statements that counted views (PostgreSQL counts many views in one).",
+            "# TYPE msgapi_view_statements_total counter",
+            f"msgapi_view_statements_total {views['statements']}",
+            "# HELP msgapi_views_counted_total Views counted by those statements.",
+            "# TYPE msgapi_views_counted_total counter",
+            f"msgapi_views_counted_total {views['views']}",
+        ]
         pool: Any = database.obj
         in_use = len(getattr(pool, "_in_use", ()))
         idle = len(getattr(pool, "_connections", ()))
