@@ -28,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import dbbench  # noqa: E402
+from front import NginxFront  # noqa: E402
 from loadgen import Generator, Load, percentile, run_process_groups, wrk_path  # noqa: E402
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -274,7 +275,11 @@ class Bench:
         self.tmpdir = Path(tempfile.mkdtemp(prefix="msgapi-bench-"))
         self.database = Database(args.pg, args.pg_url, self.tmpdir)
         self.root = Path(args.server_root).resolve()
-        self.server: Server | None = None
+        self.server: Server | None = None  # the first msgapi process: set-up requests go to it
+        self.servers: list[Server] = []  # every msgapi process (--processes)
+        self.front: NginxFront | None = None
+        # One key for every process of the run: a token from one must be good at the others.
+        self.secret_key = secrets.token_urlsafe(48)  # 64 characters, new every run
         self.gen: Generator | None = None
         self.result: dict = {}
 
@@ -284,7 +289,7 @@ class Bench:
         env = {k: v for k, v in os.environ.items() if k not in ("THREADS", "DATABASE_URL", "SECRET_KEY")}
         env.update(
             DATABASE_URL=self.database.url,
-            SECRET_KEY=secrets.token_urlsafe(48),  # 64 characters, new every run
+            SECRET_KEY=self.secret_key,
             PASSWORD_HASH_ITERATIONS=str(self.args.hash_iterations),
             AUTH_RATE_LIMIT="off",
             METRICS="true",  # the view statements' count (group commit) is read from /metrics
@@ -331,6 +336,7 @@ class Bench:
                 "duration_s": args.duration,
                 "concurrency": conc,
                 "server_threads": args.threads,
+                "processes": args.processes,
                 "password_hash_iterations": args.hash_iterations,
                 "smoke": args.smoke,
                 "cpus": os.cpu_count(),
@@ -357,18 +363,20 @@ class Bench:
             self.measure_db_ceilings()
             self.measure_scenarios(conc)
             self.measure_storm()
-            self.result["rss_kb_after_scenarios"] = self.server.rss_kb()
+            self.result["rss_kb_after_scenarios"] = self.rss_kb()
             if args.profile:
                 self.profile(max(conc))
             if args.growth:
                 self.measure_growth()
-                self.result["rss_kb_after_growth"] = self.server.rss_kb()
+                self.result["rss_kb_after_growth"] = self.rss_kb()
             self.result["server_log_problems"] = self.server.problems()[:20]
             self.result["server_log_problem_count"] = len(self.server.problems())
             self.result["waitress_queue_warnings"] = self.server.queue_warnings()
         finally:
-            if self.server:
-                self.server.stop()
+            if self.front:
+                self.front.stop()
+            for server in self.servers:
+                server.stop()
             if self.gen:
                 self.gen.close()
             try:
@@ -409,21 +417,39 @@ class Bench:
             server.stop()
 
     def start_server(self) -> None:
-        self.server = Server(
-            "msgapi",
-            [sys.executable, "run.py", "--host", "127.0.0.1", "--port", "0", "--threads", str(self.args.threads)],
-            self.root,
-            self.server_env(),
-            self.tmpdir / "msgapi.log",
-        )
-        log(f"starting msgapi on {self.database.label}")
-        self.server.start()
+        for number in range(self.args.processes):
+            server = Server(
+                "msgapi" if number == 0 else f"msgapi #{number + 1}",
+                [sys.executable, "run.py", "--host", "127.0.0.1", "--port", "0", "--threads", str(self.args.threads)],
+                self.root,
+                self.server_env(),
+                self.tmpdir / f"msgapi-{number + 1}.log",
+            )
+            log(f"starting {server.name} on {self.database.label}")
+            server.start()
+            self.servers.append(server)
+        self.server = self.servers[0]
         startup = self.server.wait_for_200("/api/messages?limit=1")
-        self.gen.retarget(self.server.host, self.server.port)
+        for server in self.servers[1:]:
+            server.wait_for_200("/api/messages?limit=1")
+        if self.args.processes > 1:
+            self.front = NginxFront([(s.host, s.port) for s in self.servers], self.tmpdir / "nginx")
+            self.gen.retarget(self.front.host, self.front.port)
+            log(f"nginx on {self.front.host}:{self.front.port} in front of {self.args.processes} processes")
+        else:
+            self.gen.retarget(self.server.host, self.server.port)
         self.result["server_url"] = self.server.url
         self.result["startup_s"] = startup
         self.result["rss_kb_idle"] = self.server.rss_kb()
         log(f"msgapi answered 200 {startup:.2f}s after spawn at {self.server.url}")
+
+    def rss_kb(self) -> int | None:
+        """Resident memory of every msgapi process together."""
+        sizes = [server.rss_kb() for server in self.servers]
+        return None if None in sizes else sum(sizes)
+
+    def settle(self) -> float:
+        return sum(server.settle() for server in self.servers)
 
     def api(self, method: str, path: str, body: object = None, auth: bool = False) -> tuple[int, bytes]:
         headers = {"Authorization": f"Bearer {self.access}"} if auth else None
@@ -506,10 +532,15 @@ class Bench:
         return all_
 
     def view_statements(self) -> int | None:
-        """The server's count of view statements so far (PostgreSQL batches views), from /metrics."""
-        status, data = self.api("GET", "/metrics")
-        match = re.search(rb"^msgapi_view_statements_total (\d+)$", data, re.M) if status == 200 else None
-        return int(match.group(1)) if match else None
+        """The processes' count of view statements so far (PostgreSQL batches views), from /metrics."""
+        total = 0
+        for server in self.servers:
+            status, _, data = request(server.host, server.port, "GET", "/metrics")
+            match = re.search(rb"^msgapi_view_statements_total (\d+)$", data, re.M) if status == 200 else None
+            if match is None:
+                return None
+            total += int(match.group(1))
+        return total
 
     def run_measured(self, load: Load, info: dict) -> dict:
         db = self.database.db
@@ -518,7 +549,7 @@ class Bench:
         started = time.monotonic()
         res = self.gen.run(load)[0]
         # Requests the generator gave up on at the bell still run on the server: wait them out.
-        res["drain_s"] = self.server.settle()
+        res["drain_s"] = self.settle()
         if info.get("views"):
             delta = dbbench.views_sum(db) - before
             res["views_delta"] = delta
@@ -540,7 +571,7 @@ class Bench:
             for load, info in self.scenario_loads(c):
                 log(f"scenario {load.name}, c={c}")
                 res = self.run_measured(load, info)
-                res.update(scenario=load.name, concurrency=c, rss_kb=self.server.rss_kb())
+                res.update(scenario=load.name, concurrency=c, rss_kb=self.rss_kb())
                 self.add_ratios(res, info, c)
                 rows.append(res)
         self.result["scenarios"] = rows
@@ -566,7 +597,7 @@ class Bench:
         # when wrk's window closes are not counted.
         duration = max(2.0 if self.args.smoke else 3.0, self.args.duration)
         db = self.database.db
-        self.server.settle()
+        self.settle()
         before = dbbench.views_sum(db)
         login, reader = self.gen.run(
             self.load(
@@ -579,7 +610,7 @@ class Bench:
             ),
             self.load("storm-reader", "GET", f"/api/messages/{self.hot_id}", 1, duration=duration),
         )
-        drain = self.server.settle()
+        drain = self.settle()
         delta = dbbench.views_sum(db) - before
         reader.update(
             drain_s=drain,
@@ -624,7 +655,7 @@ class Bench:
                 str(raw),
                 *extra,
             ]
-            self.server.settle()
+            self.settle()
             spy = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             time.sleep(0.5)
             load_res = self.gen.run(
@@ -672,7 +703,7 @@ class Bench:
         self.result["growth"] = {"steps": steps, "ratio_last_to_first": ratios}
 
     def _run_growth(self, load: Load) -> dict:
-        self.server.settle()
+        self.settle()
         res = self.gen.run(load)[0]
         if res["requests"] == 0 and self.gen.kind == "wrk":
             # Requests slower than wrk's whole window complete nothing; the built-in client finishes them.
@@ -785,7 +816,9 @@ def render(result: dict) -> str:
     db_name = "PostgreSQL" if meta["database"] == "postgresql" else "SQLite"
     out.append(
         f"msgapi benchmark: {db_name} {meta.get('database_version') or ''}, generator {meta['generator']} "
-        f"({meta['generator_version']}), {meta['server_threads']} server threads, {meta['duration_s']:g}s per run, "
+        f"({meta['generator_version']}), {meta['server_threads']} server threads"
+        f"{' x ' + str(meta['processes']) + ' processes behind nginx' if meta.get('processes', 1) > 1 else ''}, "
+        f"{meta['duration_s']:g}s per run, "
         f"{meta['cpus']} CPUs, PBKDF2 {meta['password_hash_iterations']} iterations"
     )
     out.append(
@@ -961,6 +994,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", metavar="DIR", help="also profile the server under hot GET load with py-spy")
     parser.add_argument("--server-root", default=str(HERE.parent), help="folder holding run.py (the repo root)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (database file, server logs)")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="msgapi processes; more than 1 puts nginx in front of them, as deploy/nginx.conf does (1)",
+    )
     args = parser.parse_args(argv)
     if args.duration is None:
         args.duration = 1.0 if args.smoke else 5.0
