@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import falcon
 
-from . import errors, models
+from . import errors, jsontext, models
 from .config import Config, from_env
 from .db import database, open_database
 from .metrics import Metrics, MetricsMiddleware, MetricsResource
@@ -55,6 +55,7 @@ def create_app(config: Config | None = None) -> falcon.App:
     # "?limit=" must be a 400, not silently the default.
     app.req_options.keep_blank_qs_values = True
     errors.install(app)
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(dumps=jsontext.dumps)
 
     limiter = RateLimiter(config.auth_rate_limit)
     gate = HashingGate(config.effective_hash_concurrency(), config.hash_wait_seconds)

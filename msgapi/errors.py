@@ -8,13 +8,13 @@ logged with the request id and answered with a generic 500.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 import falcon
 import peewee
 
+from . import jsontext
 from .db import discard_broken_connections
 from .passwords import HashingBusy
 from .ratelimit import RateLimited
@@ -63,7 +63,7 @@ def problem_body(exc: falcon.HTTPError) -> dict[str, Any]:
 def serialize_problem(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError) -> None:
     """Falcon's error serializer: always problem+json, whatever the client's Accept says."""
     resp.content_type = PROBLEM_JSON
-    resp.data = json.dumps(problem_body(exc), ensure_ascii=False).encode("utf-8")
+    resp.data = jsontext.dumps(problem_body(exc)).encode("utf-8")
 
 
 def _database_unavailable(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict) -> None:

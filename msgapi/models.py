@@ -263,7 +263,12 @@ def _message_as_json(row: Any) -> peewee.Node:
     ]  # fmt: skip
     if isinstance(database.obj, peewee.SqliteDatabase):
         return peewee.fn.json_object(*fields)
-    return peewee.fn.json_build_object(*fields).cast("text")
+    # row_to_json writes compact JSON, byte for byte what SQLite's json_object writes (and DRF
+    # wrote); json_build_object would space its members out ("id" : 1, ...).
+    members = peewee.Select(
+        columns=[value.alias(name) for name, value in zip(fields[::2], fields[1::2], strict=True)]
+    ).alias("message")
+    return peewee.NodeList((peewee.SQL("(SELECT row_to_json(message)::text FROM"), members, peewee.SQL(")")))
 
 
 def _rfc3339(column: peewee.ColumnBase) -> peewee.Node:
@@ -446,7 +451,10 @@ def _count_views_postgres(ids: Sequence[int], counts: Sequence[int]) -> list[tup
             updated_at=peewee.SQL("counted.updated_at"),
             author=peewee.SQL("author_user.username"),
         )
-        rendered, params = db.get_sql_context().sql(_message_as_json(row)).query()
+        # Compiled as a column, where peewee parenthesises subqueries; then without "SELECT ".
+        column, params = db.get_sql_context().sql(peewee.Select(columns=[_message_as_json(row)])).query()
+        assert column.startswith("SELECT ")
+        rendered = column[len("SELECT ") :]
         sql = (
             "WITH batch AS (SELECT * FROM unnest(%s::integer[], %s::integer[]) AS b(id, k)), "
             # MATERIALIZED: never inlined into the UPDATE, so the locks are taken in this order.
