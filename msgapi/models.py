@@ -59,24 +59,23 @@ class User(BaseModel):
         return cls.get_or_none(cls.username_key == cls.canonical(username))
 
     @classmethod
-    def active_by_id(cls, user_id: int) -> User | None:
-        """The active user with this id; every authenticated request asks, so it is precompiled."""
+    def for_token(cls, claims: dict[str, Any]) -> User | None:
+        """The active user a verified token speaks for, if the token is still current for them.
+
+        Current means: on the user's token version, and from a login (``fam``) that was
+        not revoked. Every authenticated request asks, so it is one precompiled query.
+        """
+        user_id = claims["user_id"]
         if not 0 < user_id <= MAX_ID:
             return None
-        row = _ACTIVE_USER.execute(user_id).fetchone()
+        row = _TOKEN_USER.execute(user_id, claims["fam"]).fetchone()
         if row is None:
             return None
         # Without defaults (peewee's own __no_default__) and with the values put in place
         # at once: the constructor's defaults and per-field setters cost 6 µs against 2.
         user = cls(__no_default__=True)
         user.__data__ = {name: convert(value) for (name, convert), value in zip(_USER_CONVERTERS, row, strict=True)}
-        return user
-
-    @classmethod
-    def for_token(cls, claims: dict[str, Any]) -> User | None:
-        """The active user a verified token speaks for, if the token is still current for them."""
-        user = cls.active_by_id(claims["user_id"])
-        if user is None or user.token_version != claims["ver"]:
+        if user.token_version != claims["ver"]:
             return None
         return user
 
@@ -306,6 +305,12 @@ _SAMPLE_LIMIT = 2_000_000_003
 _SAMPLE_VIEWS = 2_000_000_004
 _SAMPLE_AUTHOR = "\x01sample author\x01"
 _SAMPLE_PATTERN = "\x01sample pattern\x01"
+_SAMPLE_FAMILY = "\x01sample family\x01"
+
+
+def _login_not_revoked(family: Any) -> peewee.Node:
+    """True unless the login ``family`` was revoked: an index probe, in the statement that needs it."""
+    return ~peewee.fn.EXISTS(RevokedFamily.select(peewee.SQL("1")).where(RevokedFamily.family == family))
 
 
 def _timestamp(value: Any) -> datetime.datetime:
@@ -344,9 +349,12 @@ _COUNT_VIEW = PreparedQuery(
 _CREATE_MESSAGE = PreparedQuery(
     # INSERT ... SELECT from the author's row: inserts nothing unless the token's user
     # is active and still on the token's version.
-    lambda content, now, author_id, version: Message.insert_from(
+    lambda content, now, author_id, version, family: Message.insert_from(
         User.select(peewee.Value(content), peewee.Value(0), peewee.Value(now), peewee.Value(now), User.id).where(
-            (User.id == author_id) & (User.is_active == True) & (User.token_version == version)
+            (User.id == author_id)
+            & (User.is_active == True)
+            & (User.token_version == version)
+            & _login_not_revoked(family)
         ),
         fields=[Message.content, Message.views, Message.created_at, Message.updated_at, Message.author],
     ).returning(_message_as_json(_MESSAGE_ROW), Message.id),
@@ -354,6 +362,7 @@ _CREATE_MESSAGE = PreparedQuery(
     _SAMPLE_TIME,
     _SAMPLE_AUTHOR_ID,
     _SAMPLE_VERSION,
+    _SAMPLE_FAMILY,
 )
 _REPLACE_CONTENT = PreparedQuery(
     lambda message_id, content, now: (
@@ -372,8 +381,12 @@ _USER_FIELDS = User._meta.sorted_fields
 _USER_CONVERTERS = [
     (field.name, _timestamp if field is User.date_joined else field.python_value) for field in _USER_FIELDS
 ]
-_ACTIVE_USER = PreparedQuery(
-    lambda user_id: User.select(*_USER_FIELDS).where((User.id == user_id) & (User.is_active == True)), _SAMPLE_ID
+_TOKEN_USER = PreparedQuery(
+    lambda user_id, family: User.select(*_USER_FIELDS).where(
+        (User.id == user_id) & (User.is_active == True) & _login_not_revoked(family)
+    ),
+    _SAMPLE_ID,
+    _SAMPLE_FAMILY,
 )
 _DELETE_MESSAGE = PreparedQuery(lambda message_id: Message.delete().where(Message.id == message_id), _SAMPLE_ID)
 
@@ -397,14 +410,15 @@ def create_message(content: str, claims: dict[str, Any]) -> tuple[int, str] | No
     """(id, JSON) of a new message by the user an access token speaks for.
 
     The check ``User.for_token`` makes (the user exists, is active and still on the
-    token's version) is part of the INSERT itself: one statement instead of two,
-    one round trip on PostgreSQL. None, and nothing written, when the check fails.
+    token's version, and the token's login was not revoked) is part of the INSERT
+    itself: one statement instead of two, one round trip on PostgreSQL. None, and
+    nothing written, when the check fails.
     """
     author_id, version = claims["user_id"], claims["ver"]
     if not (0 < author_id <= MAX_ID and 0 <= version <= MAX_ID):
         return None
     with write_lock():
-        row = _first_message(_CREATE_MESSAGE.execute(content, utcnow(), author_id, version))
+        row = _first_message(_CREATE_MESSAGE.execute(content, utcnow(), author_id, version, claims["fam"]))
     if row is None:
         return None
     message_json, message_id = row
@@ -517,8 +531,9 @@ def prune_hits(before_window: int) -> None:
 class RevokedToken(BaseModel):
     """A refresh token that may not be used again: logged out, or spent by rotation.
 
-    Rows are only needed until the token would have expired anyway; they are
-    pruned on every revocation write.
+    A row is kept until ``expires_at``, which the caller sets past the last moment
+    any process could still accept the token (``TokenService.revocation_expiry``);
+    rows past it are pruned on every revocation write.
     """
 
     jti = peewee.CharField(max_length=64, primary_key=True)
@@ -531,7 +546,7 @@ class RevokedToken(BaseModel):
 
 
 class RevokedFamily(BaseModel):
-    """Every refresh token descended from one login: revoked when a spent token is reused."""
+    """Every token descended from one login, access and refresh: revoked when a spent refresh token is reused."""
 
     family = peewee.CharField(max_length=64, primary_key=True)
     expires_at = peewee.BigIntegerField(index=True)
@@ -580,10 +595,6 @@ def is_family_revoked(family: str) -> bool:
 
 def is_token_revoked(jti: str) -> bool:
     return RevokedToken.select().where(RevokedToken.jti == jti).exists()
-
-
-def is_revoked(jti: str, family: str) -> bool:
-    return is_family_revoked(family) or is_token_revoked(jti)
 
 
 ALL_MODELS = (User, Message, RateLimitHit, RevokedToken, RevokedFamily)

@@ -57,8 +57,7 @@ def forge(key: str = TEST_SECRET_KEY, algorithm: str = "HS256", **overrides) -> 
     """A token signed by the test, with the claims the server issues unless overridden (None drops a claim)."""
     now = int(time.time())
     claims = {"token_type": "access", "exp": now + 3600, "iat": now, "jti": uuid.uuid4().hex, "user_id": 1, "ver": 0}
-    if overrides.get("token_type") == "refresh":
-        claims["fam"] = uuid.uuid4().hex  # the login a refresh token descends from
+    claims["fam"] = uuid.uuid4().hex  # the login the token descends from
     claims.update(overrides)
     claims = {name: value for name, value in claims.items() if value is not None}
     with warnings.catch_warnings():
