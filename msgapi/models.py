@@ -453,9 +453,14 @@ def create_user(username: str, password_hash: str, **profile: Any) -> User:
         )
 
 
-def set_password_hash(user: User, password_hash: str) -> None:
-    """Store a rehash of the same password (a work-factor upgrade): tokens stay valid."""
-    _write(User.update(password=password_hash).where(User.id == user.id))
+def upgrade_password_hash(user: User, password_hash: str) -> bool:
+    """Store a rehash of the same password (a work-factor upgrade): tokens stay valid.
+
+    Only if the stored hash is still ``user.password``, the one that was checked: a
+    login racing a password change must not put the old password back.
+    """
+    checked = (User.id == user.id) & (User.password == user.password)
+    return _write(User.update(password=password_hash).where(checked)) > 0
 
 
 def change_password(user: User, password_hash: str) -> int:

@@ -325,6 +325,89 @@ def test_failed_login_does_not_upgrade_the_hash(app):
     assert stored_user("legacy").password == original
 
 
+def test_a_hash_upgrade_does_not_undo_a_password_change(app):
+    register(app, "alice")
+    access = obtain_tokens(app, "alice")["access"]
+    checked = stored_user("alice")  # what a login read and checked, before a change landed
+    new = {"current_password": PASSWORD, "new_password": "a brand new passphrase"}
+    app.post_json("/api/auth/password/", new, headers=bearer(access), status=200)
+    with database.connection_context():
+        assert not models.upgrade_password_hash(checked, django_hash(PASSWORD, TEST_HASH_ITERATIONS))
+    app.post_json(TOKEN, {"username": "alice", "password": "a brand new passphrase"}, status=200)
+    app.post_json(TOKEN, {"username": "alice", "password": PASSWORD}, status=401)
+
+
+@pytest.fixture
+def pbkdf2_rounds(monkeypatch) -> list[int]:
+    """The iterations of every PBKDF2 computed from now on; a spy: the real function still runs."""
+    rounds: list[int] = []
+    real = hashlib.pbkdf2_hmac
+
+    def spy(hash_name, password, salt, iterations, dklen=None):
+        rounds.append(iterations)
+        return real(hash_name, password, salt, iterations, dklen)
+
+    monkeypatch.setattr(hashlib, "pbkdf2_hmac", spy)
+    return rounds
+
+
+def set_up_account(state: str) -> None:
+    """An account ``victim`` in ``state`` (password PASSWORD where it has one), or none."""
+    hashes = {
+        "configured-hash": django_hash(PASSWORD, TEST_HASH_ITERATIONS),
+        "weaker-hash": django_hash(PASSWORD, TEST_HASH_ITERATIONS // 10),
+        "stronger-hash": django_hash(PASSWORD, TEST_HASH_ITERATIONS * 2),
+        "inactive": django_hash(PASSWORD, TEST_HASH_ITERATIONS),
+        # Imported from Django with another hasher, or marked unusable there.
+        "other-algorithm": "bcrypt_sha256$$2b$12$Pjbc3F3oN0eFxGfwB8tQFO1xYQ8bdVnhZOvtbs6Q5KHcOKfPf3i1W",
+        "unusable": "!" + "x" * 40,
+    }
+    if state == "unknown":
+        return
+    store_user("victim", hashes[state])
+    if state == "inactive":
+        with database.connection_context():
+            models.User.update(is_active=False).where(models.User.username == "victim").execute()
+
+
+@pytest.mark.parametrize(
+    "state", ["configured-hash", "weaker-hash", "inactive", "other-algorithm", "unusable", "unknown"]
+)
+def test_a_failed_login_spends_the_configured_work_whatever_the_account(app, pbkdf2_rounds, state):
+    set_up_account(state)
+    pbkdf2_rounds.clear()
+    app.post_json(TOKEN, {"username": "victim", "password": "not the password"}, status=401)
+    assert sum(pbkdf2_rounds) == TEST_HASH_ITERATIONS
+
+
+def test_a_stronger_imported_hash_is_checked_at_its_own_cost(app, pbkdf2_rounds):
+    set_up_account("stronger-hash")
+    pbkdf2_rounds.clear()
+    app.post_json(TOKEN, {"username": "victim", "password": "not the password"}, status=401)
+    assert sum(pbkdf2_rounds) == 2 * TEST_HASH_ITERATIONS
+
+
+def test_a_login_with_a_weaker_hash_spends_the_configured_work_before_the_upgrade(app, pbkdf2_rounds):
+    set_up_account("weaker-hash")
+    pbkdf2_rounds.clear()
+    app.post_json(TOKEN, {"username": "victim", "password": PASSWORD}, status=200)
+    # The check, then the new hash it is upgraded to.
+    assert sum(pbkdf2_rounds) == 2 * TEST_HASH_ITERATIONS
+    assert stored_user("victim").password.startswith(f"pbkdf2_sha256${TEST_HASH_ITERATIONS}$")
+
+
+def test_a_wrong_current_password_spends_the_configured_work_whatever_the_hash(app, pbkdf2_rounds):
+    register(app, "alice")
+    access = obtain_tokens(app, "alice")["access"]
+    with database.connection_context():
+        weaker = django_hash(PASSWORD, TEST_HASH_ITERATIONS // 10)
+        models.User.update(password=weaker).where(models.User.username == "alice").execute()
+    pbkdf2_rounds.clear()
+    body = {"current_password": "not the password", "new_password": "a brand new passphrase"}
+    app.post_json("/api/auth/password/", body, headers=bearer(access), status=400)
+    assert sum(pbkdf2_rounds) == TEST_HASH_ITERATIONS
+
+
 def test_login_keeps_a_hash_with_the_configured_iterations(app):
     register(app, "alice")
     before = stored_user("alice").password

@@ -10,6 +10,7 @@ import falcon
 from .. import models, passwords
 from ..body import FieldErrors, read_body
 from ..passwords import HashingGate
+from ..ratelimit import RateLimiter
 from ..tokens import TokenService
 
 # Django's UnicodeUsernameValidator: letters, digits and @ . + - _
@@ -20,6 +21,14 @@ MIN_PASSWORD_LENGTH = 8
 # Long enough for any passphrase; short enough that nobody sends megabytes to hash.
 MAX_PASSWORD_LENGTH = 1024
 PROFILE_FIELDS = {"email": 254, "first_name": 150, "last_name": 150}
+
+
+def login_buckets(client_ip: str, username: str) -> tuple[str, str]:
+    """The rate-limit buckets a password guess counts in: the client's address and the account.
+
+    Shared by login and password change, so a guess costs the same budget either way.
+    """
+    return f"token:ip:{client_ip}", f"token:user:{models.User.canonical(username)}"
 
 
 def no_store(resp: falcon.Response) -> None:
@@ -100,9 +109,10 @@ class PasswordChange:
 
     auth_methods = frozenset({"POST"})
 
-    def __init__(self, tokens: TokenService, hash_iterations: int, gate: HashingGate) -> None:
+    def __init__(self, tokens: TokenService, hash_iterations: int, limiter: RateLimiter, gate: HashingGate) -> None:
         self._tokens = tokens
         self._iterations = hash_iterations
+        self._limiter = limiter
         self._gate = gate
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -113,8 +123,10 @@ class PasswordChange:
         new = read_new_password(errors, body, "new_password", user.username)
         errors.raise_if_any()
         assert current is not None and new is not None
+        # Checking current_password is a login: a stolen access token must not buy unlimited guesses.
+        self._limiter.hit(*login_buckets(req.context.client_ip, user.username))
         with self._gate:
-            if not passwords.verify_password(current, user.password):
+            if not passwords.check_password(current, user.password, self._iterations):
                 errors.add("current_password", "Your old password was entered incorrectly.")
                 errors.raise_if_any()
             new_hash = passwords.make_password(new, self._iterations)

@@ -83,17 +83,18 @@ class TokenObtain:
         password = errors.string(body, "password", max_length=accounts.MAX_PASSWORD_LENGTH)
         errors.raise_if_any()
         assert username is not None and password is not None
-        self._limiter.hit(f"token:ip:{req.context.client_ip}", f"token:user:{models.User.canonical(username)}")
+        self._limiter.hit(*accounts.login_buckets(req.context.client_ip, username))
         user = models.User.by_username(username)
         with self._gate:
             if user is None or not user.is_active:
                 # Same work and same answer as a wrong password: no user enumeration.
                 self._dummy.burn(password)
                 raise unauthorized(BAD_CREDENTIALS, token_sent=False)
-            if not passwords.verify_password(password, user.password):
+            # At least the configured work whatever the stored hash: the time tells nothing.
+            if not passwords.check_password(password, user.password, self._iterations):
                 raise unauthorized(BAD_CREDENTIALS, token_sent=False)
             if passwords.needs_rehash(user.password, self._iterations):
-                models.set_password_hash(user, passwords.make_password(password, self._iterations))
+                models.upgrade_password_hash(user, passwords.make_password(password, self._iterations))
         no_store(resp)
         resp.media = self._tokens.issue_pair(user.id, user.token_version)
 
