@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import types
+import unicodedata
 from typing import Any
 
 import peewee
@@ -18,6 +19,8 @@ from .db import PreparedQuery, database, utcnow, write_lock
 
 # Ids are 32-bit on PostgreSQL (SERIAL); anything larger cannot exist, on either database.
 MAX_ID = 2**31 - 1
+# Django's; both the name and its case-folded key must fit (see User.canonical).
+MAX_USERNAME_LENGTH = 150
 
 
 def parse_id(raw: str) -> int | None:
@@ -34,9 +37,9 @@ class BaseModel(peewee.Model):
 
 
 class User(BaseModel):
-    username = peewee.CharField(max_length=150)
+    username = peewee.CharField(max_length=MAX_USERNAME_LENGTH)  # NFKC-normalised, as Django stores it
     # The username case-folded: uniqueness is on this, so "Bob" and "bob" are one name.
-    username_key = peewee.CharField(max_length=150, unique=True)
+    username_key = peewee.CharField(max_length=MAX_USERNAME_LENGTH, unique=True)
     password = peewee.CharField(max_length=255)
     email = peewee.CharField(max_length=254, default="")
     first_name = peewee.CharField(max_length=150, default="")
@@ -51,12 +54,24 @@ class User(BaseModel):
         table_name = "users"
 
     @staticmethod
+    def normalize(username: str) -> str:
+        """The form a username is stored in: NFKC, as Django's ``normalize_username``."""
+        return unicodedata.normalize("NFKC", username)
+
+    @staticmethod
     def canonical(username: str) -> str:
-        return username.casefold()
+        """The key of a name: NFKC, case-folded, NFKC again; fullwidth "admin", "Admin" and "admin" are one.
+
+        It may be longer than the name ("ß" folds to "ss", "ﬃ" to "ffi").
+        """
+        return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", username).casefold())
 
     @classmethod
     def by_username(cls, username: str) -> User | None:
-        return cls.get_or_none(cls.username_key == cls.canonical(username))
+        key = cls.canonical(username)
+        if len(key) > MAX_USERNAME_LENGTH:
+            return None  # no account can have it, and the column could not hold it
+        return cls.get_or_none(cls.username_key == key)
 
     @classmethod
     def for_token(cls, claims: dict[str, Any]) -> User | None:
@@ -443,10 +458,13 @@ def find_author_id(message_id: int) -> tuple[bool, int | None]:
 
 
 def create_user(username: str, password_hash: str, **profile: Any) -> User:
-    """Insert a user; raises ``peewee.IntegrityError`` when the name is taken (in any case)."""
+    """Insert a user; raises ``peewee.IntegrityError`` when the name is taken (in any case).
+
+    The name must have been validated, its key's length too (``accounts.read_username``).
+    """
     with write_lock(), database.atomic():
         return User.create(
-            username=username,
+            username=User.normalize(username),
             username_key=User.canonical(username),
             password=password_hash,
             **profile,

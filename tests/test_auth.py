@@ -207,6 +207,42 @@ def test_register_rejects_a_username_differing_only_in_case(app, second):
     assert_field_error(resp, "username")
 
 
+FULLWIDTH_ADMIN = "\uff41\uff44\uff4d\uff49\uff4e"  # "admin" in fullwidth letters; NFKC makes it "admin"
+
+
+@pytest.mark.parametrize("second", [FULLWIDTH_ADMIN, FULLWIDTH_ADMIN.upper()])
+def test_register_rejects_a_username_equal_after_nfkc_normalisation(app, second):
+    register(app, "admin")
+    resp = app.post_json(REGISTER, {"username": second, "password": PASSWORD}, expect_errors=True)
+    assert_field_error(resp, "username")
+
+
+def test_register_stores_a_username_nfkc_normalised(app):
+    assert register(app, FULLWIDTH_ADMIN)["username"] == "admin"
+
+
+def test_login_with_a_nfkc_equivalent_username_is_the_same_account(app):
+    user = register(app, "admin")
+    resp = app.post_json(TOKEN, {"username": FULLWIDTH_ADMIN, "password": PASSWORD}, status=200)
+    assert claims_of(resp.json["access"])["user_id"] == user["id"]
+
+
+def test_register_accepts_a_name_whose_case_folded_key_just_fits(app):
+    assert register(app, "\u00df" * 75)["username"] == "\u00df" * 75  # ß folds to "ss": 150 characters
+
+
+@pytest.mark.parametrize("name", ["\u00df" * 76, "\ufb03" * 51], ids=["sharp-s-76", "ffi-ligature-51"])
+def test_register_refuses_a_name_too_long_once_normalised_or_case_folded(app, name):
+    resp = app.post_json(REGISTER, {"username": name, "password": PASSWORD}, expect_errors=True)
+    assert_field_error(resp, "username")
+
+
+@pytest.mark.parametrize("name", ["\ufb03" * 150, "\u00df" * 150], ids=["ffi-ligature-150", "sharp-s-150"])
+def test_login_with_a_name_too_long_once_case_folded_is_the_normal_401(app, name):
+    resp = app.post_json(TOKEN, {"username": name, "password": PASSWORD}, expect_errors=True)
+    assert_problem(resp, 401)
+
+
 def test_register_keeps_the_first_user_when_a_name_is_taken(app):
     register(app, "bob")
     app.post_json(REGISTER, {"username": "Bob", "password": "another password"}, status=400)

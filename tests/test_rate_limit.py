@@ -148,6 +148,22 @@ def test_username_bucket_ignores_case(limited_app):
     assert_429(login(app, "aLiCe", peer="203.0.113.50"))
 
 
+@pytest.mark.parametrize("name", ["\ufb03" * 150, "\u00df" * 150], ids=["ffi-ligature-150", "sharp-s-150"])
+def test_login_with_a_name_too_long_once_case_folded_is_counted_and_401(limited_app, name):
+    app = limited_app()
+    for n in range(LIMIT):
+        assert login(app, name, peer=f"203.0.113.{n + 1}").status_int == 401
+    assert_429(login(app, name, peer="203.0.113.99"))  # its account bucket still works
+
+
+def test_username_bucket_ignores_nfkc_differences(limited_app):
+    app = limited_app()
+    fullwidth_alice = "\uff41\uff4c\uff49\uff43\uff45"
+    for n, name in enumerate(["alice", fullwidth_alice, "ALICE"]):
+        assert login(app, name, peer=f"203.0.113.{n + 1}").status_int == 401
+    assert_429(login(app, fullwidth_alice, peer="203.0.113.50"))
+
+
 def change_password(app, access: str, current: str = WRONG, peer: str | None = None):
     return app.post_json(
         "/api/auth/password/",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -16,7 +17,11 @@ from ..tokens import TokenService
 # Django's UnicodeUsernameValidator: letters, digits and @ . + - _
 _USERNAME = re.compile(r"[\w.@+-]+\Z")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+\Z")
-MAX_USERNAME_LENGTH = 150
+MAX_USERNAME_LENGTH = models.MAX_USERNAME_LENGTH
+USERNAME_TOO_LONG_FOLDED = (
+    f"Ensure this field has no more than {MAX_USERNAME_LENGTH} characters once letter case is ignored "
+    "(some letters count as several, e.g. ß as ss)."
+)
 MIN_PASSWORD_LENGTH = 8
 # Long enough for any passphrase; short enough that nobody sends megabytes to hash.
 MAX_PASSWORD_LENGTH = 1024
@@ -28,7 +33,11 @@ def login_buckets(client_ip: str, username: str) -> tuple[str, str]:
 
     Shared by login and password change, so a guess costs the same budget either way.
     """
-    return f"token:ip:{client_ip}", f"token:user:{models.User.canonical(username)}"
+    key = models.User.canonical(username)
+    if len(key) > MAX_USERNAME_LENGTH:
+        # No account has such a name; a fixed-size stand-in keeps the bucket within its column.
+        key = "#" + hashlib.sha256(key.encode()).hexdigest()
+    return f"token:ip:{client_ip}", f"token:user:{key}"
 
 
 def no_store(resp: falcon.Response) -> None:
@@ -47,7 +56,18 @@ def _email_problem(value: str) -> str | None:
 
 
 def read_username(errors: FieldErrors, body: dict[str, Any]) -> str | None:
-    return errors.string(body, "username", max_length=MAX_USERNAME_LENGTH, check=_username_problem)
+    """A new username, NFKC-normalised as Django stores it, with rules checked on that form."""
+    raw = errors.string(body, "username", max_length=MAX_USERNAME_LENGTH)
+    if raw is None:
+        return None
+    username = models.User.normalize(raw)
+    problem = _username_problem(username)
+    if problem is None and max(len(username), len(models.User.canonical(username))) > MAX_USERNAME_LENGTH:
+        problem = USERNAME_TOO_LONG_FOLDED
+    if problem is not None:
+        errors.add("username", problem)
+        return None
+    return username
 
 
 def read_new_password(errors: FieldErrors, body: dict[str, Any], field: str, username: str | None) -> str | None:
