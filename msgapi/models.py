@@ -30,6 +30,22 @@ def parse_id(raw: str) -> int | None:
     return None
 
 
+class NeverReusedId(peewee.AutoField):
+    """A row id never handed out twice, even after the newest row is deleted.
+
+    SQLite's plain INTEGER PRIMARY KEY gives the next row the highest id + 1, so a
+    deleted newest user's id (and the unexpired tokens naming it) would go to the
+    next one to register; AUTOINCREMENT never reuses one. PostgreSQL's SERIAL
+    (a sequence) never does anyway.
+    """
+
+    def ddl(self, ctx: Any) -> peewee.NodeList:
+        node = super().ddl(ctx)
+        if isinstance(database.obj, peewee.SqliteDatabase):
+            return peewee.NodeList((node, peewee.SQL("AUTOINCREMENT")))
+        return node
+
+
 class BaseModel(peewee.Model):
     class Meta:
         database = database
@@ -37,6 +53,7 @@ class BaseModel(peewee.Model):
 
 
 class User(BaseModel):
+    id = NeverReusedId()
     username = peewee.CharField(max_length=MAX_USERNAME_LENGTH)  # NFKC-normalised, as Django stores it
     # The username case-folded: uniqueness is on this, so "Bob" and "bob" are one name.
     username_key = peewee.CharField(max_length=MAX_USERNAME_LENGTH, unique=True)
@@ -111,6 +128,7 @@ class User(BaseModel):
 
 
 class Message(BaseModel):
+    id = NeverReusedId()
     content = peewee.CharField(max_length=160, constraints=[peewee.Check("length(content) BETWEEN 1 AND 160")])
     views = peewee.IntegerField(default=0, constraints=[peewee.SQL("DEFAULT 0"), peewee.Check("views >= 0")])
     created_at = peewee.DateTimeField()
@@ -624,12 +642,72 @@ ALL_MODELS = (User, Message, RateLimitHit, RevokedToken, RevokedFamily)
 
 
 def create_tables() -> None:
-    """Create missing tables and indexes; safe to run from several processes at once."""
+    """Create missing tables and indexes; safe to run from several processes at once.
+
+    On SQLite, tables made before ids were never reused are rebuilt first.
+    """
+    if isinstance(database.obj, peewee.SqliteDatabase):
+        _rebuild_tables_that_reuse_ids()
     with write_lock(), database.atomic():
         if isinstance(database.obj, peewee.PostgresqlDatabase):
             # CREATE TABLE IF NOT EXISTS still races in PostgreSQL's catalog; serialise it.
             database.execute_sql("SELECT pg_advisory_xact_lock(7466734)")
         database.create_tables(ALL_MODELS, safe=True)
+
+
+_NEVER_REUSED_ID_MODELS = (User, Message)  # parents first: messages refer to users
+
+
+def _sqlite_tables_reusing_ids() -> list[type[BaseModel]]:
+    """The models whose existing SQLite table was created without AUTOINCREMENT."""
+    rows = database.execute_sql("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall()
+    ddl = dict(rows)
+    return [
+        model
+        for model in _NEVER_REUSED_ID_MODELS
+        if model._meta.table_name in ddl and "AUTOINCREMENT" not in ddl[model._meta.table_name].upper()
+    ]
+
+
+def _rebuild_tables_that_reuse_ids() -> None:
+    """Rebuild SQLite tables created without AUTOINCREMENT, keeping every row and id.
+
+    SQLite cannot add AUTOINCREMENT to a table, so this follows its documented
+    procedure for other schema changes: foreign keys off, then in one transaction
+    create the new table, copy the rows, drop the old one, rename the new one,
+    check the foreign keys, commit. Indexes are recreated by ``create_tables``.
+    The copy sets the table's sequence to its highest id; an id deleted before
+    this ran may still be handed out once more.
+    """
+    if not _sqlite_tables_reusing_ids():
+        return
+    with write_lock():
+        # A no-op inside a transaction, so it is switched off before it and back on after.
+        database.execute_sql("PRAGMA foreign_keys = OFF")
+        try:
+            with database.atomic(lock_type="IMMEDIATE"):
+                # Checked again under the write lock: another process may have just done it.
+                for model in _sqlite_tables_reusing_ids():
+                    _rebuild_sqlite_table(model)
+                broken = database.execute_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise peewee.IntegrityError(f"foreign keys broken by the rebuild: {broken[:5]}")
+        finally:
+            database.execute_sql("PRAGMA foreign_keys = ON")
+
+
+def _rebuild_sqlite_table(model: type[BaseModel]) -> None:
+    table = model._meta.table_name
+    rebuilt = f"{table}_rebuilt"
+    create_sql, params = model._schema._create_table(safe=False).query()
+    prefix = f'CREATE TABLE "{table}" '
+    assert create_sql.startswith(prefix) and not params, create_sql
+    columns = ", ".join(f'"{field.column_name}"' for field in model._meta.sorted_fields)
+    database.execute_sql(f'DROP TABLE IF EXISTS "{rebuilt}"')
+    database.execute_sql(f'CREATE TABLE "{rebuilt}" ' + create_sql[len(prefix) :])
+    database.execute_sql(f'INSERT INTO "{rebuilt}" ({columns}) SELECT {columns} FROM "{table}"')
+    database.execute_sql(f'DROP TABLE "{table}"')
+    database.execute_sql(f'ALTER TABLE "{rebuilt}" RENAME TO "{table}"')
 
 
 def render_timestamp(value: datetime.datetime) -> str:
