@@ -381,7 +381,7 @@ _COUNT_VIEW = PreparedQuery(
 )
 _CREATE_MESSAGE = PreparedQuery(
     # INSERT ... SELECT from the author's row: inserts nothing unless the token's user
-    # is active and still on the token's version.
+    # is active and still on the token's version, and the token's login was not revoked.
     lambda content, now, author_id, version, family: Message.insert_from(
         User.select(peewee.Value(content), peewee.Value(0), peewee.Value(now), peewee.Value(now), User.id).where(
             (User.id == author_id)
