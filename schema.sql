@@ -2,6 +2,8 @@
 -- The service creates the same tables itself on first start (CREATE TABLE IF NOT EXISTS);
 -- tests/test_schema.py proves this file and the models agree.
 -- Timestamps are UTC without a zone; the API renders them as RFC 3339 with a Z.
+-- Ids come from sequences (SERIAL), which never hand out an id twice, even after the
+-- newest row is deleted: a deleted user's unexpired token can never name someone else.
 
 BEGIN;
 

@@ -19,6 +19,56 @@ from typing import Any
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 
+def _escaped_char(char: str) -> str:
+    if char == "\\":
+        return "\\\\"
+    if char.isprintable():
+        return char
+    code = ord(char)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def escape_controls(text: str) -> str:
+    """``text`` safe inside one line of the text log, with its escaping unambiguous.
+
+    Paths and other values from a request may hold CR and LF (a forged log line),
+    ESC (terminal escape sequences), other C0 and C1 controls, DEL, line separators
+    or invisible format characters. Every character that is not printable is written
+    as ``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``, and a backslash as two, as Python's
+    own escapes. Almost every line is plain, and is returned as it is.
+    """
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(map(_escaped_char, text))
+
+
+def _escape_controls_keeping_lines(text: str) -> str:
+    """A traceback's text with each of its lines escaped; its own line breaks kept."""
+    return "\n".join(map(escape_controls, text.split("\n")))
+
+
+def _json_safe(line: str) -> str:
+    """A JSON line with what ``json.dumps`` leaves raw (DEL, C1, line separators...) as ``\\u`` escapes.
+
+    Valid JSON either way, but a raw U+2028 or U+0085 splits the line for readers that
+    split on every Unicode line break, and a raw C1 control reaches a terminal.
+    """
+    if line.isprintable():
+        return line
+    out = []
+    for char in line:
+        if char.isprintable():
+            out.append(char)
+        else:
+            units = char.encode("utf-16-be")
+            out.extend(f"\\u{int.from_bytes(units[i : i + 2], 'big'):04x}" for i in range(0, len(units), 2))
+    return "".join(out)
+
+
 class RequestIdFilter(logging.Filter):
     """Adds ``record.request_id`` so formatters can print it on every line."""
 
@@ -35,13 +85,13 @@ class JsonFormatter(logging.Formatter):
         entry["message"] = record.getMessage()
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        return _json_safe(json.dumps(entry, ensure_ascii=False))
 
     def line(self, created: float, level: str, name: str, request_id: str, message: str) -> str:
         """What ``format`` makes of a record with these fields and no exception."""
         entry = self._entry(created, level, name, request_id)
         entry["message"] = message
-        return json.dumps(entry, ensure_ascii=False)
+        return _json_safe(json.dumps(entry, ensure_ascii=False))
 
     @staticmethod
     def _entry(created: float, level: str, name: str, request_id: str) -> dict[str, Any]:
@@ -58,7 +108,8 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
 
 class TextFormatter(logging.Formatter):
-    """The standard formatter, with the date part of ``asctime`` rendered once per second.
+    """The standard formatter, with the date part of ``asctime`` rendered once per second,
+    and every message escaped (``escape_controls``): one record, one line.
 
     ``time.strftime`` on every access-log line was a measurable share of a cheap request.
     """
@@ -71,6 +122,20 @@ class TextFormatter(logging.Formatter):
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return self._asctime(record.created, record.msecs)
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        message = record.message
+        record.message = escape_controls(message)
+        try:
+            return super().formatMessage(record)
+        finally:
+            record.message = message  # other handlers format the record too
+
+    def formatException(self, ei: Any) -> str:
+        return _escape_controls_keeping_lines(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _escape_controls_keeping_lines(super().formatStack(stack_info))
+
     def _asctime(self, created: float, msecs: float) -> str:
         second = int(created)
         if second != self._second:  # a benign race: two threads may both render one second
@@ -80,7 +145,8 @@ class TextFormatter(logging.Formatter):
 
     def line(self, created: float, level: str, name: str, request_id: str, message: str) -> str:
         """What ``format`` makes of a record with these fields and no exception (see TEXT_FORMAT)."""
-        return f"{self._asctime(created, (created - int(created)) * 1000)} {level} {name} [{request_id}] {message}"
+        asctime = self._asctime(created, (created - int(created)) * 1000)
+        return f"{asctime} {level} {name} [{request_id}] {escape_controls(message)}"
 
 
 class BufferedStderrHandler(logging.StreamHandler):

@@ -11,6 +11,7 @@ import dataclasses
 import datetime
 import logging
 import types
+import unicodedata
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +23,8 @@ from .viewcount import ViewBatcher
 
 # Ids are 32-bit on PostgreSQL (SERIAL); anything larger cannot exist, on either database.
 MAX_ID = 2**31 - 1
+# Django's; both the name and its case-folded key must fit (see User.canonical).
+MAX_USERNAME_LENGTH = 150
 
 
 def parse_id(raw: str) -> int | None:
@@ -31,6 +34,22 @@ def parse_id(raw: str) -> int | None:
     return None
 
 
+class NeverReusedId(peewee.AutoField):
+    """A row id never handed out twice, even after the newest row is deleted.
+
+    SQLite's plain INTEGER PRIMARY KEY gives the next row the highest id + 1, so a
+    deleted newest user's id (and the unexpired tokens naming it) would go to the
+    next one to register; AUTOINCREMENT never reuses one. PostgreSQL's SERIAL
+    (a sequence) never does anyway.
+    """
+
+    def ddl(self, ctx: Any) -> peewee.NodeList:
+        node = super().ddl(ctx)
+        if isinstance(database.obj, peewee.SqliteDatabase):
+            return peewee.NodeList((node, peewee.SQL("AUTOINCREMENT")))
+        return node
+
+
 class BaseModel(peewee.Model):
     class Meta:
         database = database
@@ -38,9 +57,10 @@ class BaseModel(peewee.Model):
 
 
 class User(BaseModel):
-    username = peewee.CharField(max_length=150)
+    id = NeverReusedId()
+    username = peewee.CharField(max_length=MAX_USERNAME_LENGTH)  # NFKC-normalised, as Django stores it
     # The username case-folded: uniqueness is on this, so "Bob" and "bob" are one name.
-    username_key = peewee.CharField(max_length=150, unique=True)
+    username_key = peewee.CharField(max_length=MAX_USERNAME_LENGTH, unique=True)
     password = peewee.CharField(max_length=255)
     email = peewee.CharField(max_length=254, default="")
     first_name = peewee.CharField(max_length=150, default="")
@@ -55,36 +75,47 @@ class User(BaseModel):
         table_name = "users"
 
     @staticmethod
+    def normalize(username: str) -> str:
+        """The form a username is stored in: NFKC, as Django's ``normalize_username``."""
+        return unicodedata.normalize("NFKC", username)
+
+    @staticmethod
     def canonical(username: str) -> str:
-        return username.casefold()
+        """The key of a name: NFKC, case-folded, NFKC again; fullwidth "admin", "Admin" and "admin" are one.
+
+        It may be longer than the name ("ß" folds to "ss", "ﬃ" to "ffi").
+        """
+        return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", username).casefold())
 
     @classmethod
     def by_username(cls, username: str) -> User | None:
-        return cls.get_or_none(cls.username_key == cls.canonical(username))
+        key = cls.canonical(username)
+        if len(key) > MAX_USERNAME_LENGTH:
+            return None  # no account can have it, and the column could not hold it
+        return cls.get_or_none(cls.username_key == key)
 
     @classmethod
-    def active_by_id(cls, user_id: int) -> User | None:
-        """The active user with this id; every authenticated request asks, so it is precompiled."""
+    def for_token(cls, claims: dict[str, Any]) -> User | None:
+        """The active user a verified token speaks for, if the token is still current for them.
+
+        Current means: on the user's token version, and from a login (``fam``) that was
+        not revoked. Every authenticated request asks, so it is one precompiled query.
+        """
+        user_id = claims["user_id"]
         if not 0 < user_id <= MAX_ID:
             return None
-        row = _ACTIVE_USER.execute(user_id).fetchone()
+        row = _TOKEN_USER.execute(user_id, claims["fam"]).fetchone()
         if row is None:
             return None
         values = {name: convert(value) for (name, convert), value in zip(_USER_CONVERTERS, row, strict=True)}
+        if values["token_version"] != claims["ver"]:
+            return None
         if not _RAW_MODEL_DATA:
             return cls(**values)
         # Without defaults (peewee's own __no_default__) and with the values put in place
         # at once: the constructor's defaults and per-field setters cost three times as much.
         user = cls(__no_default__=True)
         user.__data__ = values
-        return user
-
-    @classmethod
-    def for_token(cls, claims: dict[str, Any]) -> User | None:
-        """The active user a verified token speaks for, if the token is still current for them."""
-        user = cls.active_by_id(claims["user_id"])
-        if user is None or user.token_version != claims["ver"]:
-            return None
         return user
 
     def public_json(self) -> dict[str, Any]:
@@ -104,6 +135,7 @@ class User(BaseModel):
 
 
 class Message(BaseModel):
+    id = NeverReusedId()
     content = peewee.CharField(max_length=160, constraints=[peewee.Check("length(content) BETWEEN 1 AND 160")])
     views = peewee.IntegerField(default=0, constraints=[peewee.SQL("DEFAULT 0"), peewee.Check("views >= 0")])
     created_at = peewee.DateTimeField()
@@ -317,6 +349,11 @@ def _write(query: peewee.Query) -> int:
         return query.execute()
 
 
+def _login_not_revoked(family: Any) -> peewee.Node:
+    """True unless the login ``family`` was revoked: an index probe, in the statement that needs it."""
+    return ~peewee.fn.EXISTS(RevokedFamily.select(peewee.SQL("1")).where(RevokedFamily.family == family))
+
+
 def _timestamp(value: Any) -> datetime.datetime:
     """A stored timestamp as a datetime: SQLite keeps ISO text, PostgreSQL hands datetimes over.
 
@@ -350,10 +387,13 @@ _COUNT_VIEW = PreparedQuery(
 )
 _CREATE_MESSAGE = PreparedQuery(
     # INSERT ... SELECT from the author's row: inserts nothing unless the token's user
-    # is active and still on the token's version.
-    lambda content, now, author_id, version: Message.insert_from(
+    # is active and still on the token's version, and the token's login was not revoked.
+    lambda content, now, author_id, version, family: Message.insert_from(
         User.select(content, peewee.Value(0), now, now, User.id).where(
-            (User.id == author_id) & (User.is_active == True) & (User.token_version == version)
+            (User.id == author_id)
+            & (User.is_active == True)
+            & (User.token_version == version)
+            & _login_not_revoked(family)
         ),
         fields=[Message.content, Message.views, Message.created_at, Message.updated_at, Message.author],
     ).returning(_message_as_json(_MESSAGE_ROW), Message.id),
@@ -392,8 +432,10 @@ _USER_FIELDS = User._meta.sorted_fields
 _USER_CONVERTERS = [
     (field.name, _timestamp if field is User.date_joined else field.python_value) for field in _USER_FIELDS
 ]
-_ACTIVE_USER = PreparedQuery(
-    lambda user_id: User.select(*_USER_FIELDS).where((User.id == user_id) & (User.is_active == True))
+_TOKEN_USER = PreparedQuery(
+    lambda user_id, family: User.select(*_USER_FIELDS).where(
+        (User.id == user_id) & (User.is_active == True) & _login_not_revoked(family)
+    ),
 )
 _DELETE_MESSAGE = PreparedQuery(lambda message_id: Message.delete().where(Message.id == message_id))
 
@@ -475,14 +517,15 @@ def create_message(content: str, claims: dict[str, Any]) -> tuple[int, str] | No
     """(id, JSON) of a new message by the user an access token speaks for.
 
     The check ``User.for_token`` makes (the user exists, is active and still on the
-    token's version) is part of the INSERT itself: one statement instead of two,
-    one round trip on PostgreSQL. None, and nothing written, when the check fails.
+    token's version, and the token's login was not revoked) is part of the INSERT
+    itself: one statement instead of two, one round trip on PostgreSQL. None, and
+    nothing written, when the check fails.
     """
     author_id, version = claims["user_id"], claims["ver"]
     if not (0 < author_id <= MAX_ID and 0 <= version <= MAX_ID):
         return None
     with write_lock():
-        row = _first_message(_CREATE_MESSAGE.execute(content, utcnow(), author_id, version))
+        row = _first_message(_CREATE_MESSAGE.execute(content, utcnow(), author_id, version, claims["fam"]))
     if row is None:
         return None
     message_json, message_id = row
@@ -507,19 +550,27 @@ def find_author_id(message_id: int) -> tuple[bool, int | None]:
 
 
 def create_user(username: str, password_hash: str, **profile: Any) -> User:
-    """Insert a user; raises ``peewee.IntegrityError`` when the name is taken (in any case)."""
+    """Insert a user; raises ``peewee.IntegrityError`` when the name is taken (in any case).
+
+    The name must have been validated, its key's length too (``accounts.read_username``).
+    """
     with write_lock(), database.atomic():
         return User.create(
-            username=username,
+            username=User.normalize(username),
             username_key=User.canonical(username),
             password=password_hash,
             **profile,
         )
 
 
-def set_password_hash(user: User, password_hash: str) -> None:
-    """Store a rehash of the same password (a work-factor upgrade): tokens stay valid."""
-    _write(User.update(password=password_hash).where(User.id == user.id))
+def upgrade_password_hash(user: User, password_hash: str) -> bool:
+    """Store a rehash of the same password (a work-factor upgrade): tokens stay valid.
+
+    Only if the stored hash is still ``user.password``, the one that was checked: a
+    login racing a password change must not put the old password back.
+    """
+    checked = (User.id == user.id) & (User.password == user.password)
+    return _write(User.update(password=password_hash).where(checked)) > 0
 
 
 def change_password(user: User, password_hash: str) -> int:
@@ -595,8 +646,9 @@ def prune_hits(before_window: int) -> None:
 class RevokedToken(BaseModel):
     """A refresh token that may not be used again: logged out, or spent by rotation.
 
-    Rows are only needed until the token would have expired anyway; they are
-    pruned on every revocation write.
+    A row is kept until ``expires_at``, which the caller sets past the last moment
+    any process could still accept the token (``TokenService.revocation_expiry``);
+    rows past it are pruned on every revocation write.
     """
 
     jti = peewee.CharField(max_length=64, primary_key=True)
@@ -609,7 +661,7 @@ class RevokedToken(BaseModel):
 
 
 class RevokedFamily(BaseModel):
-    """Every refresh token descended from one login: revoked when a spent token is reused."""
+    """Every token descended from one login, access and refresh: revoked when a spent refresh token is reused."""
 
     family = peewee.CharField(max_length=64, primary_key=True)
     expires_at = peewee.BigIntegerField(index=True)
@@ -660,20 +712,76 @@ def is_token_revoked(jti: str) -> bool:
     return RevokedToken.select().where(RevokedToken.jti == jti).exists()
 
 
-def is_revoked(jti: str, family: str) -> bool:
-    return is_family_revoked(family) or is_token_revoked(jti)
-
-
 ALL_MODELS = (User, Message, RateLimitHit, RevokedToken, RevokedFamily)
 
 
 def create_tables() -> None:
-    """Create missing tables and indexes; safe to run from several processes at once."""
+    """Create missing tables and indexes; safe to run from several processes at once.
+
+    On SQLite, tables made before ids were never reused are rebuilt first.
+    """
+    if isinstance(database.obj, peewee.SqliteDatabase):
+        _rebuild_tables_that_reuse_ids()
     with write_lock(), database.atomic():
         if isinstance(database.obj, peewee.PostgresqlDatabase):
             # CREATE TABLE IF NOT EXISTS still races in PostgreSQL's catalog; serialise it.
             database.execute_sql("SELECT pg_advisory_xact_lock(7466734)")
         database.create_tables(ALL_MODELS, safe=True)
+
+
+_NEVER_REUSED_ID_MODELS = (User, Message)  # parents first: messages refer to users
+
+
+def _sqlite_tables_reusing_ids() -> list[type[BaseModel]]:
+    """The models whose existing SQLite table was created without AUTOINCREMENT."""
+    rows = database.execute_sql("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall()
+    ddl = dict(rows)
+    return [
+        model
+        for model in _NEVER_REUSED_ID_MODELS
+        if model._meta.table_name in ddl and "AUTOINCREMENT" not in ddl[model._meta.table_name].upper()
+    ]
+
+
+def _rebuild_tables_that_reuse_ids() -> None:
+    """Rebuild SQLite tables created without AUTOINCREMENT, keeping every row and id.
+
+    SQLite cannot add AUTOINCREMENT to a table, so this follows its documented
+    procedure for other schema changes: foreign keys off, then in one transaction
+    create the new table, copy the rows, drop the old one, rename the new one,
+    check the foreign keys, commit. Indexes are recreated by ``create_tables``.
+    The copy sets the table's sequence to its highest id; an id deleted before
+    this ran may still be handed out once more.
+    """
+    if not _sqlite_tables_reusing_ids():
+        return
+    with write_lock():
+        # A no-op inside a transaction, so it is switched off before it and back on after.
+        database.execute_sql("PRAGMA foreign_keys = OFF")
+        try:
+            with database.atomic(lock_type="IMMEDIATE"):
+                # Checked again under the write lock: another process may have just done it.
+                for model in _sqlite_tables_reusing_ids():
+                    _rebuild_sqlite_table(model)
+                broken = database.execute_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise peewee.IntegrityError(f"foreign keys broken by the rebuild: {broken[:5]}")
+        finally:
+            database.execute_sql("PRAGMA foreign_keys = ON")
+
+
+def _rebuild_sqlite_table(model: type[BaseModel]) -> None:
+    table = model._meta.table_name
+    rebuilt = f"{table}_rebuilt"
+    create_sql, params = model._schema._create_table(safe=False).query()
+    prefix = f'CREATE TABLE "{table}" '
+    assert create_sql.startswith(prefix) and not params, create_sql
+    columns = ", ".join(f'"{field.column_name}"' for field in model._meta.sorted_fields)
+    database.execute_sql(f'DROP TABLE IF EXISTS "{rebuilt}"')
+    database.execute_sql(f'CREATE TABLE "{rebuilt}" ' + create_sql[len(prefix) :])
+    database.execute_sql(f'INSERT INTO "{rebuilt}" ({columns}) SELECT {columns} FROM "{table}"')
+    database.execute_sql(f'DROP TABLE "{table}"')
+    database.execute_sql(f'ALTER TABLE "{rebuilt}" RENAME TO "{table}"')
 
 
 def render_timestamp(value: datetime.datetime) -> str:

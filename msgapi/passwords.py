@@ -53,6 +53,20 @@ def verify_password(password: str, encoded: str) -> bool:
     return hmac.compare_digest(_digest(password, salt, iterations).encode(), expected.encode())
 
 
+def check_password(password: str, encoded: str, iterations: int) -> bool:
+    """``verify_password`` that costs at least ``iterations`` rounds, whatever ``encoded`` holds.
+
+    A hash with fewer rounds (an old import) or of another algorithm would otherwise
+    answer sooner, and the time would tell which accounts hold one. The rounds it
+    lacks are spent on a throwaway hash first, as Django's ``harden_runtime`` does.
+    """
+    parts = _split(encoded)
+    missing = iterations - (parts[0] if parts else 0)
+    if missing > 0:
+        _digest(password, "harden-runtime", missing)
+    return parts is not None and verify_password(password, encoded)
+
+
 def needs_rehash(encoded: str, iterations: int) -> bool:
     """True when the stored hash is weaker than the configured work factor (Django upgrades these)."""
     parts = _split(encoded)

@@ -2,8 +2,9 @@
 
 Claims: ``token_type`` (``access`` or ``refresh``), ``exp``, ``iat``, ``jti``,
 ``user_id`` as simplejwt, plus ``ver`` (the user's token version: bumping it ends
-every token issued before) and, on refresh tokens, ``fam`` (the login the token
-descends from, so a reused rotated token can revoke its whole family). HS256
+every token issued before) and ``fam`` (the login the token descends from, on
+access and refresh tokens alike, so a reused rotated token revokes everything
+that login issued). HS256
 only; decoding pins the algorithm and requires every claim, so ``alg: none``,
 other algorithms and tokens missing a claim are refused.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import functools
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import jwt
@@ -20,9 +22,11 @@ import jwt
 ALGORITHM = "HS256"
 ACCESS = "access"
 REFRESH = "refresh"
-REQUIRED_CLAIMS = ["token_type", "exp", "iat", "jti", "user_id", "ver"]
+REQUIRED_CLAIMS = ["token_type", "exp", "iat", "jti", "user_id", "ver", "fam"]
 # Clock skew tolerated between processes or machines that share the key.
 LEEWAY_SECONDS = 30
+# Families are 32 hex characters; the revocation tables hold up to 64.
+MAX_FAMILY_LENGTH = 64
 
 
 class InvalidToken(Exception):
@@ -30,18 +34,39 @@ class InvalidToken(Exception):
 
 
 class TokenService:
-    def __init__(self, secret_key: str, access_lifetime: int, refresh_lifetime: int) -> None:
+    def __init__(
+        self, secret_key: str, access_lifetime: int, refresh_lifetime: int, clock: Callable[[], float] = time.time
+    ) -> None:
         self._key = secret_key
         self._lifetimes = {ACCESS: access_lifetime, REFRESH: refresh_lifetime}
+        self._clock = clock
         # Verifying a token costs about 60 µs, most of an authenticated request; clients
         # reuse an access token for hours. Failures are not cached (exceptions never are).
         self._verified = functools.lru_cache(maxsize=4096)(self._verify_uncached)
 
-    def lifetime(self, token_type: str) -> int:
-        return self._lifetimes[token_type]
+    def now(self) -> int:
+        return int(self._clock())
+
+    def revocation_expiry(self, claims: dict[str, Any]) -> int:
+        """Until when a revocation of this token must be kept (Unix time).
+
+        The token is accepted until ``exp`` plus the leeway; the process that prunes
+        revocations may run up to the leeway ahead of the one that checks the token.
+        A revocation dropped any earlier would bring the token back to life.
+        """
+        return claims["exp"] + 2 * LEEWAY_SECONDS
+
+    def family_revocation_expiry(self) -> int:
+        """Until when a revoked login must be remembered: no token it issued is accepted after that.
+
+        Its tokens were issued at most now, by a process whose clock may run up to
+        the leeway ahead, and live at most the longer lifetime.
+        """
+        return self.now() + max(self._lifetimes.values()) + 3 * LEEWAY_SECONDS
 
     def issue(self, token_type: str, user_id: int, version: int, family: str | None = None) -> str:
-        now = int(time.time())
+        """A signed token; ``family`` is the login it descends from (a new login when None)."""
+        now = self.now()
         jti = uuid.uuid4().hex
         claims: dict[str, Any] = {
             "token_type": token_type,
@@ -50,16 +75,16 @@ class TokenService:
             "jti": jti,
             "user_id": user_id,
             "ver": version,
+            "fam": family or jti,
         }
-        if token_type == REFRESH:
-            claims["fam"] = family or jti
         return jwt.encode(claims, self._key, algorithm=ALGORITHM)
 
     def issue_pair(self, user_id: int, version: int, family: str | None = None) -> dict[str, str]:
-        """A fresh refresh and access token, as simplejwt's token view returns them."""
+        """A fresh refresh and access token of one login, as simplejwt's token view returns them."""
+        family = family or uuid.uuid4().hex
         return {
             "refresh": self.issue(REFRESH, user_id, version, family),
-            "access": self.issue(ACCESS, user_id, version),
+            "access": self.issue(ACCESS, user_id, version, family),
         }
 
     def decode(self, token: str, expected_type: str | None) -> dict[str, Any]:
@@ -70,7 +95,7 @@ class TokenService:
         claims = self._verified(token)
         # The signature and the claims' shape never change for a given token, so they
         # are verified once and remembered; time is checked on every use.
-        now = time.time()
+        now = self._clock()
         if claims["exp"] <= now - LEEWAY_SECONDS:
             raise InvalidToken("expired")
         if claims["iat"] > now + LEEWAY_SECONDS:
@@ -86,15 +111,16 @@ class TokenService:
                 token,
                 self._key,
                 algorithms=[ALGORITHM],
-                options={"require": REQUIRED_CLAIMS},
+                # exp and iat are checked against this service's clock on every use (decode).
+                options={"require": REQUIRED_CLAIMS, "verify_exp": False, "verify_iat": False},
                 leeway=LEEWAY_SECONDS,
             )
         except jwt.InvalidTokenError as exc:
             raise InvalidToken(str(exc)) from None
         if claims.get("token_type") not in (ACCESS, REFRESH):
             raise InvalidToken("wrong token type")
-        if claims["token_type"] == REFRESH and not (isinstance(claims.get("fam"), str) and claims["fam"]):
-            raise InvalidToken("refresh token without a family")
+        if not isinstance(claims.get("fam"), str) or not claims["fam"] or len(claims["fam"]) > MAX_FAMILY_LENGTH:
+            raise InvalidToken("bad fam claim")
         for name in ("ver", "exp", "iat"):
             # bool is an int subclass; a token saying ver: true is not ours.
             if not isinstance(claims.get(name), int) or isinstance(claims[name], bool):

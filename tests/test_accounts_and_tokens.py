@@ -7,10 +7,10 @@ import time
 
 import jwt
 import pytest
-from conftest import PASSWORD, TEST_SECRET_KEY, WireClient, bearer, obtain_tokens, register
+from conftest import PASSWORD, TEST_SECRET_KEY, WireClient, bearer, obtain_tokens, register, wire_login
 
 from msgapi import models
-from msgapi.tokens import ACCESS, REFRESH, TokenService
+from msgapi.tokens import ACCESS, LEEWAY_SECONDS, REFRESH, InvalidToken, TokenService
 
 PROBLEM_JSON = "application/problem+json"
 NEW_PASSWORD = "a brand new passphrase"
@@ -75,6 +75,30 @@ def set_active(app, headers, target_id, value):
 def expired_token(token_type: str, user_id: int) -> str:
     """Signed with the right key, expired well beyond the decoder's leeway."""
     return TokenService(TEST_SECRET_KEY, -3600, -3600).issue(token_type, user_id, 0)
+
+
+class Clock:
+    """A clock the test sets: ``TokenService(..., clock=Clock(t))``."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def just_expired_refresh_token(user_id: int) -> str:
+    """Signed with the right key, expired 10 s ago: still accepted, within the leeway."""
+    issued = time.time() - 86400 - 10
+    return TokenService(TEST_SECRET_KEY, 7200, 86400, clock=Clock(issued)).issue(REFRESH, user_id, 0)
+
+
+def user_id_of(token: str) -> int:
+    return jwt.decode(token, options={"verify_signature": False})["user_id"]
+
+
+def family_of(token: str) -> str:
+    return jwt.decode(token, options={"verify_signature": False})["fam"]
 
 
 def make_user(app, username: str) -> dict:
@@ -330,6 +354,53 @@ def test_blacklisting_keeps_unexpired_revocations(app, tokens):
     assert jwt.decode(tokens["refresh"], options={"verify_signature": False})["jti"] in jtis
 
 
+def test_a_logged_out_token_stays_refused_after_its_exp_while_the_leeway_accepts_it(app, tokens):
+    token = just_expired_refresh_token(user_id_of(tokens["access"]))
+    assert refresh(app, token).status_int == 200  # the control: past exp, still accepted
+    assert blacklist(app, token).status_int == 200
+    assert blacklist(app, tokens["refresh"]).status_int == 200  # another revocation write prunes
+    assert_problem(refresh(app, token), 401)
+
+
+@pytest.mark.parametrize("reason", [models.LOGOUT, models.ROTATED])
+def test_a_revocation_is_kept_while_any_process_could_accept_the_token(app, reason):
+    clock = Clock(2_000_000_000.5)
+    service = TokenService(TEST_SECRET_KEY, 7200, 86400, clock=clock)
+    token = service.issue(REFRESH, 1, 0)
+    claims = service.decode(token, REFRESH)
+    models.revoke_token(claims["jti"], claims["fam"], reason, service.revocation_expiry(claims), service.now())
+
+    # The last moment a process with the right clock accepts the token...
+    clock.now = claims["exp"] + LEEWAY_SECONDS - 0.001
+    service.decode(token, REFRESH)
+    # ...while the process pruning revocations runs the whole leeway ahead.
+    models.revoke_token("other", "other", models.LOGOUT, 0, service.now() + LEEWAY_SECONDS)
+    assert models.is_token_revoked(claims["jti"])
+
+    # Once no process accepts the token, its revocation may go: the table stays small.
+    clock.now = claims["exp"] + LEEWAY_SECONDS
+    with pytest.raises(InvalidToken):
+        service.decode(token, REFRESH)
+    models.revoke_token("other-2", "other", models.LOGOUT, 0, service.now() + LEEWAY_SECONDS + 1)
+    assert not models.is_token_revoked(claims["jti"])
+
+
+def test_a_revoked_login_is_kept_while_any_of_its_tokens_could_be_accepted(app):
+    clock = Clock(2_000_000_000.5)
+    service = TokenService(TEST_SECRET_KEY, 7200, 86400, clock=clock)
+    revoked_at = service.now()
+    models.revoke_family("the-login", service.family_revocation_expiry(), revoked_at)
+    # The login's youngest possible token: issued just then, by a process whose clock runs ahead.
+    ahead = TokenService(TEST_SECRET_KEY, 7200, 86400, clock=Clock(revoked_at + LEEWAY_SECONDS))
+    token = ahead.issue(REFRESH, 1, 0, "the-login")
+    claims = service.decode(token, REFRESH)
+
+    clock.now = claims["exp"] + LEEWAY_SECONDS - 0.001
+    service.decode(token, REFRESH)  # still accepted by a verifier with the right clock
+    models.revoke_token("other", "other", models.LOGOUT, 0, service.now() + LEEWAY_SECONDS)
+    assert models.is_family_revoked("the-login")
+
+
 # --- refresh-token rotation --------------------------------------------------------------------------------
 
 
@@ -404,6 +475,82 @@ def test_family_revocation_leaves_other_logins_working(rotating):
     refresh(app, pair["refresh"])
     refresh(app, pair["refresh"])  # the reuse
     assert refresh(app, other["refresh"]).status_int == 200
+
+
+def test_a_spent_token_stays_spent_after_its_exp_while_the_leeway_accepts_it(rotating):
+    app, pair = rotating
+    token = just_expired_refresh_token(user_id_of(pair["access"]))
+    assert refresh(app, token).status_int == 200  # spends it
+    assert blacklist(app, pair["refresh"]).status_int == 200  # another revocation write prunes
+    assert_problem(refresh(app, token), 401)
+
+
+def test_access_and_refresh_tokens_carry_their_login(rotating):
+    app, pair = rotating
+    assert family_of(pair["access"]) == family_of(pair["refresh"])
+    rotated = refresh(app, pair["refresh"]).json
+    assert family_of(rotated["access"]) == family_of(rotated["refresh"]) == family_of(pair["refresh"])
+    assert family_of(obtain_tokens(app, "alice")["access"]) != family_of(pair["access"])
+
+
+def test_refreshed_access_token_carries_the_login_without_rotation(app, tokens):
+    assert family_of(refresh(app, tokens["refresh"]).json["access"]) == family_of(tokens["refresh"])
+
+
+def reuse_after_rotation(app, pair: dict) -> dict:
+    """Rotate ``pair`` once, then present its spent refresh token again; the rotated pair."""
+    rotated = refresh(app, pair["refresh"]).json
+    assert me(app, pair["access"]).status_int == 200  # the control: both logins' tokens work
+    assert me(app, rotated["access"]).status_int == 200
+    assert_problem(refresh(app, pair["refresh"]), 401)  # the reuse
+    return rotated
+
+
+def test_reuse_ends_every_access_token_of_the_login_on_bearer_auth(rotating):
+    app, pair = rotating
+    rotated = reuse_after_rotation(app, pair)
+    for access in (pair["access"], rotated["access"]):
+        assert_problem(me(app, access), 401)
+
+
+def test_reuse_ends_every_access_token_of_the_login_for_creating(rotating):
+    app, pair = rotating
+    rotated = reuse_after_rotation(app, pair)
+    for access in (pair["access"], rotated["access"]):
+        resp = app.post_json("/api/messages", {"content": "still me?"}, headers=bearer(access), expect_errors=True)
+        assert_problem(resp, 401)
+    assert app.get("/api/messages").json == []
+
+
+def test_reuse_ends_every_token_of_the_login_on_verify(rotating):
+    app, pair = rotating
+    rotated = reuse_after_rotation(app, pair)
+    for token in (pair["access"], rotated["access"], rotated["refresh"]):
+        assert_problem(verify(app, token), 401)
+
+
+def test_reuse_leaves_the_access_tokens_of_other_logins_working(rotating):
+    app, pair = rotating
+    other = obtain_tokens(app, "alice")
+    reuse_after_rotation(app, pair)
+    assert me(app, other["access"]).status_int == 200
+    assert verify(app, other["access"]).status_int == 200
+
+
+def test_reuse_ends_the_login_in_another_server_process(live_server):
+    env = {"ROTATE_REFRESH_TOKENS": "true"}
+    first, second = live_server(env=env), live_server(env=env)
+    headers = wire_login(first.url, "alice")
+    with WireClient(first.url) as client:
+        pair = client.request("POST", "/api/auth/token/", {"username": "alice", "password": PASSWORD}).json()
+    with WireClient(second.url) as client:  # the second process verifies and caches the token
+        assert client.request("GET", "/api/auth/me", headers=bearer(pair["access"])).status == 200
+    with WireClient(first.url) as client:
+        assert client.request("POST", "/api/auth/token/refresh/", {"refresh": pair["refresh"]}).status == 200
+        assert client.request("POST", "/api/auth/token/refresh/", {"refresh": pair["refresh"]}).status == 401
+    with WireClient(second.url) as client:
+        assert client.request("GET", "/api/auth/me", headers=bearer(pair["access"])).status == 401
+        assert client.request("GET", "/api/auth/me", headers=headers).status == 200  # another login
 
 
 def test_blacklisted_token_with_rotation_is_401(rotating):

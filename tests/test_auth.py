@@ -57,8 +57,7 @@ def forge(key: str = TEST_SECRET_KEY, algorithm: str = "HS256", **overrides) -> 
     """A token signed by the test, with the claims the server issues unless overridden (None drops a claim)."""
     now = int(time.time())
     claims = {"token_type": "access", "exp": now + 3600, "iat": now, "jti": uuid.uuid4().hex, "user_id": 1, "ver": 0}
-    if overrides.get("token_type") == "refresh":
-        claims["fam"] = uuid.uuid4().hex  # the login a refresh token descends from
+    claims["fam"] = uuid.uuid4().hex  # the login the token descends from
     claims.update(overrides)
     claims = {name: value for name, value in claims.items() if value is not None}
     with warnings.catch_warnings():
@@ -208,6 +207,42 @@ def test_register_rejects_a_username_differing_only_in_case(app, second):
     assert_field_error(resp, "username")
 
 
+FULLWIDTH_ADMIN = "\uff41\uff44\uff4d\uff49\uff4e"  # "admin" in fullwidth letters; NFKC makes it "admin"
+
+
+@pytest.mark.parametrize("second", [FULLWIDTH_ADMIN, FULLWIDTH_ADMIN.upper()])
+def test_register_rejects_a_username_equal_after_nfkc_normalisation(app, second):
+    register(app, "admin")
+    resp = app.post_json(REGISTER, {"username": second, "password": PASSWORD}, expect_errors=True)
+    assert_field_error(resp, "username")
+
+
+def test_register_stores_a_username_nfkc_normalised(app):
+    assert register(app, FULLWIDTH_ADMIN)["username"] == "admin"
+
+
+def test_login_with_a_nfkc_equivalent_username_is_the_same_account(app):
+    user = register(app, "admin")
+    resp = app.post_json(TOKEN, {"username": FULLWIDTH_ADMIN, "password": PASSWORD}, status=200)
+    assert claims_of(resp.json["access"])["user_id"] == user["id"]
+
+
+def test_register_accepts_a_name_whose_case_folded_key_just_fits(app):
+    assert register(app, "\u00df" * 75)["username"] == "\u00df" * 75  # ß folds to "ss": 150 characters
+
+
+@pytest.mark.parametrize("name", ["\u00df" * 76, "\ufb03" * 51], ids=["sharp-s-76", "ffi-ligature-51"])
+def test_register_refuses_a_name_too_long_once_normalised_or_case_folded(app, name):
+    resp = app.post_json(REGISTER, {"username": name, "password": PASSWORD}, expect_errors=True)
+    assert_field_error(resp, "username")
+
+
+@pytest.mark.parametrize("name", ["\ufb03" * 150, "\u00df" * 150], ids=["ffi-ligature-150", "sharp-s-150"])
+def test_login_with_a_name_too_long_once_case_folded_is_the_normal_401(app, name):
+    resp = app.post_json(TOKEN, {"username": name, "password": PASSWORD}, expect_errors=True)
+    assert_problem(resp, 401)
+
+
 def test_register_keeps_the_first_user_when_a_name_is_taken(app):
     register(app, "bob")
     app.post_json(REGISTER, {"username": "Bob", "password": "another password"}, status=400)
@@ -324,6 +359,89 @@ def test_failed_login_does_not_upgrade_the_hash(app):
     store_user("legacy", original)
     app.post_json(TOKEN, {"username": "legacy", "password": "wrong password"}, status=401)
     assert stored_user("legacy").password == original
+
+
+def test_a_hash_upgrade_does_not_undo_a_password_change(app):
+    register(app, "alice")
+    access = obtain_tokens(app, "alice")["access"]
+    checked = stored_user("alice")  # what a login read and checked, before a change landed
+    new = {"current_password": PASSWORD, "new_password": "a brand new passphrase"}
+    app.post_json("/api/auth/password/", new, headers=bearer(access), status=200)
+    with database.connection_context():
+        assert not models.upgrade_password_hash(checked, django_hash(PASSWORD, TEST_HASH_ITERATIONS))
+    app.post_json(TOKEN, {"username": "alice", "password": "a brand new passphrase"}, status=200)
+    app.post_json(TOKEN, {"username": "alice", "password": PASSWORD}, status=401)
+
+
+@pytest.fixture
+def pbkdf2_rounds(monkeypatch) -> list[int]:
+    """The iterations of every PBKDF2 computed from now on; a spy: the real function still runs."""
+    rounds: list[int] = []
+    real = hashlib.pbkdf2_hmac
+
+    def spy(hash_name, password, salt, iterations, dklen=None):
+        rounds.append(iterations)
+        return real(hash_name, password, salt, iterations, dklen)
+
+    monkeypatch.setattr(hashlib, "pbkdf2_hmac", spy)
+    return rounds
+
+
+def set_up_account(state: str) -> None:
+    """An account ``victim`` in ``state`` (password PASSWORD where it has one), or none."""
+    hashes = {
+        "configured-hash": django_hash(PASSWORD, TEST_HASH_ITERATIONS),
+        "weaker-hash": django_hash(PASSWORD, TEST_HASH_ITERATIONS // 10),
+        "stronger-hash": django_hash(PASSWORD, TEST_HASH_ITERATIONS * 2),
+        "inactive": django_hash(PASSWORD, TEST_HASH_ITERATIONS),
+        # Imported from Django with another hasher, or marked unusable there.
+        "other-algorithm": "bcrypt_sha256$$2b$12$Pjbc3F3oN0eFxGfwB8tQFO1xYQ8bdVnhZOvtbs6Q5KHcOKfPf3i1W",
+        "unusable": "!" + "x" * 40,
+    }
+    if state == "unknown":
+        return
+    store_user("victim", hashes[state])
+    if state == "inactive":
+        with database.connection_context():
+            models.User.update(is_active=False).where(models.User.username == "victim").execute()
+
+
+@pytest.mark.parametrize(
+    "state", ["configured-hash", "weaker-hash", "inactive", "other-algorithm", "unusable", "unknown"]
+)
+def test_a_failed_login_spends_the_configured_work_whatever_the_account(app, pbkdf2_rounds, state):
+    set_up_account(state)
+    pbkdf2_rounds.clear()
+    app.post_json(TOKEN, {"username": "victim", "password": "not the password"}, status=401)
+    assert sum(pbkdf2_rounds) == TEST_HASH_ITERATIONS
+
+
+def test_a_stronger_imported_hash_is_checked_at_its_own_cost(app, pbkdf2_rounds):
+    set_up_account("stronger-hash")
+    pbkdf2_rounds.clear()
+    app.post_json(TOKEN, {"username": "victim", "password": "not the password"}, status=401)
+    assert sum(pbkdf2_rounds) == 2 * TEST_HASH_ITERATIONS
+
+
+def test_a_login_with_a_weaker_hash_spends_the_configured_work_before_the_upgrade(app, pbkdf2_rounds):
+    set_up_account("weaker-hash")
+    pbkdf2_rounds.clear()
+    app.post_json(TOKEN, {"username": "victim", "password": PASSWORD}, status=200)
+    # The check, then the new hash it is upgraded to.
+    assert sum(pbkdf2_rounds) == 2 * TEST_HASH_ITERATIONS
+    assert stored_user("victim").password.startswith(f"pbkdf2_sha256${TEST_HASH_ITERATIONS}$")
+
+
+def test_a_wrong_current_password_spends_the_configured_work_whatever_the_hash(app, pbkdf2_rounds):
+    register(app, "alice")
+    access = obtain_tokens(app, "alice")["access"]
+    with database.connection_context():
+        weaker = django_hash(PASSWORD, TEST_HASH_ITERATIONS // 10)
+        models.User.update(password=weaker).where(models.User.username == "alice").execute()
+    pbkdf2_rounds.clear()
+    body = {"current_password": "not the password", "new_password": "a brand new passphrase"}
+    app.post_json("/api/auth/password/", body, headers=bearer(access), status=400)
+    assert sum(pbkdf2_rounds) == TEST_HASH_ITERATIONS
 
 
 def test_login_keeps_a_hash_with_the_configured_iterations(app):

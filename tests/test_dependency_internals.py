@@ -74,9 +74,10 @@ def test_users_read_through_the_public_constructor_are_the_same(app, monkeypatch
     from msgapi import models
 
     register(app, "alice", first_name="Alice")
-    user_id = models.User.get(models.User.username == "alice").id
-    fast = models.User.active_by_id(user_id)
+    stored = models.User.get(models.User.username == "alice")
+    claims = {"user_id": stored.id, "ver": stored.token_version, "fam": "a-login"}
+    fast = models.User.for_token(claims)
     monkeypatch.setattr(models, "_RAW_MODEL_DATA", False)
-    public = models.User.active_by_id(user_id)
+    public = models.User.for_token(claims)
     assert public.__data__ == fast.__data__
     assert public.first_name == "Alice" and public.is_active is True

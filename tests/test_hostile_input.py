@@ -31,6 +31,10 @@ def j(value) -> bytes:
     return json.dumps(value).encode()
 
 
+def b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+
+
 def cursor(*parts) -> str:
     return base64.urlsafe_b64encode(json.dumps(list(parts)).encode()).rstrip(b"=").decode()
 
@@ -246,6 +250,12 @@ CASES = {
     "list-cursor-bool-id": get("/api/messages?cursor=" + cursor("-id", 5, True) + "&ordering=-id", 400),
     "list-cursor-bad-date": get("/api/messages?cursor=" + cursor("-updated_at", "yesterday", 1), 400),
     "list-cursor-nul": get("/api/messages?cursor=%00", 400),
+    "list-cursor-5000-nested-arrays": get("/api/messages?cursor=" + b64("[" * 5000), 400),
+    "list-cursor-nested-arrays-closed": get("/api/messages?cursor=" + b64("[" * 3000 + "]" * 3000), 400),
+    "list-cursor-nested-value": get(
+        "/api/messages?ordering=-id&cursor=" + b64('["-id",' + "[" * 2000 + "]" * 2000 + ",1]"), 400
+    ),
+    "list-cursor-long-string-value": get("/api/messages?cursor=" + cursor("-updated_at", "x" * 5000, 1), 400),
     "list-search-nul": get("/api/messages?search=a%00b", 400),
     # Falcon decodes a bad UTF-8 query string with U+FFFD replacement: a search like any other.
     "list-search-invalid-utf8": get("/api/messages?search=%FF", 200),

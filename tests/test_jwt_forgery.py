@@ -47,6 +47,7 @@ def claims_for(user_id, /, **overrides) -> dict:
         "jti": uuid.uuid4().hex,
         "user_id": user_id,
         "ver": 0,  # a new user's token version
+        "fam": uuid.uuid4().hex,  # the login the token descends from
     }
     claims.update(overrides)
     return {key: value for key, value in claims.items() if value is not DROP}
@@ -204,7 +205,7 @@ def test_truncated_signature_is_refused(app, alice):
 # --- claims --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("claim", ["exp", "jti", "token_type", "user_id", "iat", "ver"])
+@pytest.mark.parametrize("claim", ["exp", "jti", "token_type", "user_id", "iat", "ver", "fam"])
 def test_token_missing_a_required_claim_is_refused(app, alice, claim):
     assert_invalid_token(post_message(app, bearer(sign(claims_for(alice["id"], **{claim: DROP})))))
     assert_nothing_stored(app)

@@ -9,7 +9,7 @@ import logging
 import re
 
 import pytest
-from conftest import PASSWORD, http_json
+from conftest import PASSWORD, http_json, wait_for_log
 
 from msgapi import logcontext
 
@@ -95,6 +95,90 @@ def test_the_direct_line_is_the_formatted_record(formatter):
     record = logging.LogRecord("msgapi.access", logging.INFO, __file__, 1, "GET %s 200", ("/x",), None)
     record.request_id = "abc"
     assert formatter.line(record.created, "INFO", "msgapi.access", "abc", "GET /x 200") == formatter.format(record)
+
+
+FORGED = "/api/x\r\n2026-01-01 00:00:00,000 INFO msgapi.access [abc] GET /admin 200 1.0ms"
+HOSTILE_PATHS = {
+    "crlf": "/api%0D%0A2026-01-01%2000:00:00,000%20INFO%20msgapi.access%20[abc]%20GET%20/admin%20200",
+    "lone-lf": "/api%0A2026-01-01%20INFO%20fake",
+    "terminal-escape": "/api%1B[2J%1B]0;owned%07",
+    "del-and-c1": "/api%7F%C2%85%C2%9B31m",
+    "line-separator": "/api%E2%80%A8%E2%80%A9",
+    "bidi-override": "/api%E2%80%AEtxt.exe",
+    "backslash": "/api%5Cx0d",
+}
+
+
+@pytest.mark.parametrize("path", HOSTILE_PATHS.values(), ids=HOSTILE_PATHS.keys())
+def test_a_hostile_path_stays_on_its_own_text_log_line_escaped(app, own_logging, path):
+    stream = own_logging("text")
+    app.get(path, expect_errors=True)
+    text = stream.getvalue()
+    (line,) = text.splitlines()  # one record, one line, whatever splitlines counts as a break
+    assert line.isprintable(), repr(line)  # no control, separator or format character at all
+    assert re.fullmatch(r"\S+ \S+ INFO msgapi\.access \[[0-9a-f]{32}\] GET /api.* 404 \d+\.\dms", line), line
+
+
+def test_the_escaped_path_says_which_characters_were_sent(app, own_logging):
+    stream = own_logging("text")
+    app.get(HOSTILE_PATHS["crlf"], expect_errors=True)
+    app.get(HOSTILE_PATHS["backslash"], expect_errors=True)
+    first, second = stream.getvalue().splitlines()
+    assert " GET /api\\x0d\\x0a2026-01-01 00:00:00,000 INFO msgapi.access [abc] GET /admin 200 404 " in first
+    assert " GET /api\\\\x0d 404 " in second  # a backslash sent is not an escape
+
+
+@pytest.mark.parametrize("path", HOSTILE_PATHS.values(), ids=HOSTILE_PATHS.keys())
+def test_a_hostile_path_stays_on_its_own_json_log_line_exactly(app, own_logging, path):
+    stream = own_logging("json")
+    app.get(path, expect_errors=True)
+    text = stream.getvalue()
+    (line,) = text.splitlines()
+    assert line.isprintable(), repr(line)
+    message = json.loads(line)["message"]
+    assert message.startswith("GET /api") and " 404 " in message  # the path as sent, decoded
+
+
+@pytest.mark.parametrize("formatter", [logcontext.TextFormatter(), logcontext.JsonFormatter()], ids=["text", "json"])
+def test_every_logger_is_escaped_and_the_direct_line_matches(formatter):
+    message = "unhandled error on GET %s"
+    record = logging.LogRecord("msgapi.errors", logging.ERROR, __file__, 1, message, (FORGED,), None)
+    record.request_id = "abc"
+    formatted = formatter.format(record)
+    assert len(formatted.splitlines()) == 1 and formatted.isprintable()
+    assert formatter.line(record.created, "ERROR", "msgapi.errors", "abc", record.getMessage()) == formatted
+
+
+def test_a_traceback_keeps_its_lines_but_escapes_what_they_carry():
+    try:
+        raise ValueError("bad value \x1b[31m\r")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord("msgapi.errors", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    record.request_id = "abc"
+    formatted = logcontext.TextFormatter().format(record)
+    assert "Traceback (most recent call last):" in formatted.splitlines()
+    assert "ValueError: bad value \\x1b[31m\\x0d" in formatted.splitlines()
+    assert all(line.isprintable() for line in formatted.splitlines())
+
+
+def test_a_hostile_path_over_the_wire_writes_one_escaped_access_line(live_server):
+    import socket
+    from urllib.parse import urlsplit
+
+    server = live_server()
+    parts = urlsplit(server.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        request_line = f"GET {HOSTILE_PATHS['crlf']}%1B[2J HTTP/1.1"
+        sock.sendall(f"{request_line}\r\nHost: x\r\nX-Request-ID: forge-1\r\nConnection: close\r\n\r\n".encode())
+        while sock.recv(65536):
+            pass
+    (line,) = wait_for_log(server, lambda line: "[forge-1]" in line)
+    assert "GET /api\\x0d\\x0a2026-01-01 00:00:00,000 INFO msgapi.access [abc] GET /admin 200\\x1b[2J 404" in line
+    server.stop()
+    assert not [line for line in server.log_lines if line.startswith("2026-01-01")]
+    assert not any("\x1b" in line for line in server.log_lines)
 
 
 def test_access_lines_go_through_logging_when_someone_else_listens(app, own_logging):

@@ -333,10 +333,16 @@ def test_rate_limited_answers_conform(config):
         resp = app.post_json("/api/auth/register/", {**credentials, "username": "bob"}, expect_errors=True)
         assert resp.status_int == 429 and int(resp.headers["Retry-After"]) >= 1
         conforms(resp, "/api/auth/register/", "post")
-        app.post_json("/api/auth/token/", credentials)
+        access = app.post_json("/api/auth/token/", credentials).json["access"]
         resp = app.post_json("/api/auth/token/", credentials, expect_errors=True)
         assert resp.status_int == 429
         conforms(resp, "/api/auth/token/", "post")
+        change = {"current_password": "correct horse", "new_password": "another horse"}
+        resp = app.post_json(
+            "/api/auth/password/", change, headers={"Authorization": f"Bearer {access}"}, expect_errors=True
+        )
+        assert resp.status_int == 429
+        conforms(resp, "/api/auth/password/", "post")
     finally:
         database.close_all()
 

@@ -39,6 +39,7 @@ def sign(claims: dict, key: str = KEY, algorithm: str = "HS256") -> str:
 def valid_claims(**overrides) -> dict:
     now = int(time.time())
     claims = {"token_type": ACCESS, "exp": now + 600, "iat": now, "jti": "abc123", "user_id": 7, "ver": 0}
+    claims["fam"] = "login1"
     claims.update(overrides)
     return {name: value for name, value in claims.items() if value is not None}
 
@@ -236,6 +237,10 @@ def test_decode_accepts_a_token_signed_with_the_key(service):
         pytest.param(sign(valid_claims(user_id=-7)), id="negative-user-id"),
         pytest.param(sign(valid_claims(user_id=7.0)), id="float-user-id"),
         pytest.param(sign(valid_claims(token_type="id")), id="unknown-type"),
+        pytest.param(sign(valid_claims(fam=None)), id="no-fam"),
+        pytest.param(sign(valid_claims(fam="")), id="empty-fam"),
+        pytest.param(sign(valid_claims(fam=5)), id="number-fam"),
+        pytest.param(sign(valid_claims(fam="f" * 65)), id="fam-longer-than-the-revocation-column"),
     ],
 )
 def test_decode_refuses_a_bad_token(service, token):

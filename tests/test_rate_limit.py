@@ -148,6 +148,67 @@ def test_username_bucket_ignores_case(limited_app):
     assert_429(login(app, "aLiCe", peer="203.0.113.50"))
 
 
+@pytest.mark.parametrize("name", ["\ufb03" * 150, "\u00df" * 150], ids=["ffi-ligature-150", "sharp-s-150"])
+def test_login_with_a_name_too_long_once_case_folded_is_counted_and_401(limited_app, name):
+    app = limited_app()
+    for n in range(LIMIT):
+        assert login(app, name, peer=f"203.0.113.{n + 1}").status_int == 401
+    assert_429(login(app, name, peer="203.0.113.99"))  # its account bucket still works
+
+
+def test_username_bucket_ignores_nfkc_differences(limited_app):
+    app = limited_app()
+    fullwidth_alice = "\uff41\uff4c\uff49\uff43\uff45"
+    for n, name in enumerate(["alice", fullwidth_alice, "ALICE"]):
+        assert login(app, name, peer=f"203.0.113.{n + 1}").status_int == 401
+    assert_429(login(app, fullwidth_alice, peer="203.0.113.50"))
+
+
+def change_password(app, access: str, current: str = WRONG, peer: str | None = None):
+    return app.post_json(
+        "/api/auth/password/",
+        {"current_password": current, "new_password": "a brand new passphrase"},
+        headers={"Authorization": f"Bearer {access}"},
+        extra_environ={"REMOTE_ADDR": peer} if peer else {},
+        expect_errors=True,
+    )
+
+
+def access_token(app, username: str, peer: str) -> str:
+    """Register and log in ``username`` from ``peer``; that login counts once in the account's bucket."""
+    assert signup(app, username, peer=peer).status_int == 201
+    resp = login(app, username, PASSWORD, peer=peer)
+    assert resp.status_int == 200, resp.text
+    return resp.json["access"]
+
+
+def test_password_change_guesses_are_limited_per_account_across_addresses(limited_app):
+    app = limited_app()
+    access = access_token(app, "alice", peer="198.51.100.30")
+    for n in range(LIMIT - 1):  # the login above was the first attempt on the account
+        assert change_password(app, access, peer=f"203.0.113.{n + 1}").status_int == 400
+    assert_429(change_password(app, access, peer="203.0.113.99"))
+    # Even the right password: a guesser who finally hits it learns nothing.
+    assert_429(change_password(app, access, PASSWORD, peer="203.0.113.100"))
+
+
+def test_password_change_guesses_are_limited_per_client_address(limited_app):
+    app = limited_app()
+    alice = access_token(app, "alice", peer="198.51.100.31")
+    bob = access_token(app, "bob", peer="198.51.100.32")
+    for access in (alice, bob, alice):
+        assert change_password(app, access, peer="192.0.2.40").status_int == 400
+    assert_429(change_password(app, bob, peer="192.0.2.40"))
+
+
+def test_password_change_and_login_share_the_account_budget(limited_app):
+    app = limited_app()
+    access = access_token(app, "alice", peer="198.51.100.33")
+    assert change_password(app, access, peer="203.0.113.1").status_int == 400
+    assert login(app, "alice", peer="203.0.113.2").status_int == 401
+    assert_429(login(app, "alice", PASSWORD, peer="203.0.113.3"))
+
+
 def test_forwarded_for_is_ignored_from_an_untrusted_peer(limited_app):
     app = limited_app()  # no trusted proxies
     for n in range(LIMIT):

@@ -2,18 +2,26 @@
 
 Both are applied to PostgreSQL in two fresh schemas, and the catalogues compared:
 tables, columns (type, length, nullability, default), constraints and indexes.
-schema.sql is PostgreSQL's by design; SQLite tables always come from the models.
+schema.sql is PostgreSQL's by design; SQLite tables always come from the models,
+and SQLite databases made before ids were never reused are rebuilt at start.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import psycopg2
 import pytest
+import webtest
+from conftest import PASSWORD, bearer, obtain_tokens, register
 
 from msgapi import models
+from msgapi.app import create_app
 from msgapi.config import Config
 from msgapi.db import database, open_database
 
@@ -91,3 +99,157 @@ def test_schema_sql_is_idempotent(schemas):
         cursor.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'from_sql'")
         assert cursor.fetchone()[0] == len(models.ALL_MODELS)
     assert re.search(r"CREATE TABLE IF NOT EXISTS", sql)
+
+
+# --- ids are never reused ------------------------------------------------------------------------------
+
+
+def test_a_deleted_newest_user_id_goes_to_nobody_else(app):
+    register(app, "alice")
+    bob = register(app, "bob")
+    bobs_token = obtain_tokens(app, "bob")["access"]
+    models.User.delete_by_id(bob["id"])
+    carol = register(app, "carol")
+    assert carol["id"] > bob["id"]
+    # The deleted user's unexpired token does not speak for the newcomer.
+    assert app.get("/api/auth/me", headers=bearer(bobs_token), expect_errors=True).status_int == 401
+
+
+def test_a_deleted_newest_message_id_goes_to_no_other_message(app, create_message, auth):
+    create_message("first")
+    newest = create_message("second")
+    app.delete(f"/api/messages/{newest['id']}", headers=auth, status=204)
+    assert create_message("third")["id"] > newest["id"]
+
+
+# The tables as SQLite databases were created before ids were never reused.
+OLD_SQLITE_DDL = [
+    'CREATE TABLE "users" ("id" INTEGER NOT NULL PRIMARY KEY, "username" VARCHAR(150) NOT NULL, '
+    '"username_key" VARCHAR(150) NOT NULL, "password" VARCHAR(255) NOT NULL, "email" VARCHAR(254) NOT NULL, '
+    '"first_name" VARCHAR(150) NOT NULL, "last_name" VARCHAR(150) NOT NULL, "is_staff" INTEGER NOT NULL, '
+    '"is_active" INTEGER NOT NULL, "token_version" INTEGER NOT NULL, "date_joined" DATETIME NOT NULL)',
+    'CREATE UNIQUE INDEX "users_username_key" ON "users" ("username_key")',
+    'CREATE TABLE "messages" ("id" INTEGER NOT NULL PRIMARY KEY, "content" VARCHAR(160) NOT NULL '
+    'CHECK (length(content) BETWEEN 1 AND 160), "views" INTEGER NOT NULL DEFAULT 0 CHECK (views >= 0), '
+    '"created_at" DATETIME NOT NULL, "updated_at" DATETIME NOT NULL, "author_id" INTEGER, '
+    'FOREIGN KEY ("author_id") REFERENCES "users" ("id") ON DELETE SET NULL)',
+    'CREATE INDEX "messages_updated_at_id" ON "messages" ("updated_at", "id")',
+    'CREATE INDEX "messages_created_at_id" ON "messages" ("created_at", "id")',
+    'CREATE INDEX "messages_author_id" ON "messages" ("author_id")',
+]
+OLD_ROWS = [
+    "INSERT INTO users VALUES (1, 'alice', 'alice', 'pbkdf2_sha256$1000$s$h', 'a@example.com', 'Al', 'Ice', "
+    "0, 1, 3, '2026-01-02 03:04:05.123456')",
+    "INSERT INTO users VALUES (7, 'Bob', 'bob', 'pbkdf2_sha256$1000$s$h', '', '', '', 1, 0, 0, '2026-01-03 00:00:00')",
+    "INSERT INTO messages VALUES (4, 'by alice', 5, '2026-01-04 00:00:00', '2026-01-05 00:00:00.5', 1)",
+    "INSERT INTO messages VALUES (9, 'by bob', 0, '2026-01-04 00:00:00', '2026-01-04 00:00:00', 7)",
+    "INSERT INTO messages VALUES (11, 'imported', 2, '2026-01-04 00:00:00', '2026-01-04 00:00:00', NULL)",
+]
+
+
+def _old_sqlite_database(path) -> None:
+    conn = sqlite3.connect(path)
+    with conn:
+        for statement in OLD_SQLITE_DDL + OLD_ROWS:
+            conn.execute(statement)
+    conn.close()
+
+
+def _sqlite_schema(path) -> dict[str, str]:
+    conn = sqlite3.connect(path)
+    try:
+        return dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL").fetchall())
+    finally:
+        conn.close()
+
+
+def _rows(path) -> dict[str, list[tuple]]:
+    conn = sqlite3.connect(path)
+    try:
+        return {table: conn.execute(f"SELECT * FROM {table} ORDER BY id").fetchall() for table in ("users", "messages")}
+    finally:
+        conn.close()
+
+
+def test_new_sqlite_tables_never_reuse_ids(sqlite_url, tmp_path):
+    create_app(Config(database_url=sqlite_url, secret_key="k" * 40))
+    database.close_all()
+    schema = _sqlite_schema(tmp_path / "msgapi.sqlite3")
+    assert "AUTOINCREMENT" in schema["users"] and "AUTOINCREMENT" in schema["messages"]
+
+
+def test_an_old_sqlite_database_is_rebuilt_at_start_keeping_every_row_index_and_key(sqlite_url, tmp_path):
+    old = tmp_path / "msgapi.sqlite3"
+    _old_sqlite_database(old)
+    rows_before = _rows(old)
+    fresh = tmp_path / "fresh.sqlite3"
+    create_app(Config(database_url=f"sqlite:///{fresh}", secret_key="k" * 40))
+    database.close_all()
+
+    app = webtest.TestApp(create_app(Config(database_url=sqlite_url, secret_key="k" * 40, auth_rate_limit=None)))
+    try:
+        assert _sqlite_schema(old) == _sqlite_schema(fresh)  # same tables, same AUTOINCREMENT, every index
+        assert _rows(old) == rows_before
+        # The sequence starts after the highest id; a deleted newest row's id is not handed out again.
+        newcomer = app.post_json("/api/auth/register/", {"username": "carol", "password": PASSWORD}).json
+        assert newcomer["id"] == 8
+        models.User.delete_by_id(newcomer["id"])
+        assert app.post_json("/api/auth/register/", {"username": "dave", "password": PASSWORD}).json["id"] == 9
+        # Foreign keys are on again and still point at users: deleting bob orphans his message.
+        assert database.execute_sql("PRAGMA foreign_keys").fetchone() == (1,)
+        models.User.delete_by_id(7)
+        assert models.Message.get_by_id(9).author_id is None
+        assert database.execute_sql("PRAGMA foreign_key_check").fetchall() == []
+        assert database.execute_sql("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        database.close_all()
+
+
+def test_rebuilding_an_old_sqlite_database_is_done_once(sqlite_url, tmp_path):
+    old = tmp_path / "msgapi.sqlite3"
+    _old_sqlite_database(old)
+    for _ in range(2):
+        create_app(Config(database_url=sqlite_url, secret_key="k" * 40))
+        database.close_all()
+        after = _sqlite_schema(old)
+    assert _sqlite_schema(old) == after
+    assert "users_rebuilt" not in after and "messages_rebuilt" not in after
+
+
+def test_init_db_rebuilds_an_old_sqlite_database(sqlite_url, tmp_path):
+    old = tmp_path / "msgapi.sqlite3"
+    _old_sqlite_database(old)
+    env = {**os.environ, "DATABASE_URL": sqlite_url, "SECRET_KEY": "k" * 40}
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, str(root / "run.py"), "init-db"], env=env, cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    schema = _sqlite_schema(old)
+    assert "AUTOINCREMENT" in schema["users"] and "AUTOINCREMENT" in schema["messages"]
+    assert len(_rows(old)["messages"]) == 3
+
+
+def test_concurrent_starts_rebuild_an_old_sqlite_database_once(sqlite_url, tmp_path):
+    old = tmp_path / "msgapi.sqlite3"
+    _old_sqlite_database(old)
+    rows_before = _rows(old)
+    env = {**os.environ, "DATABASE_URL": sqlite_url, "SECRET_KEY": "k" * 40}
+    root = Path(__file__).resolve().parent.parent
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(root / "run.py"), "init-db"],
+            env=env,
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 0, stderr
+    assert _rows(old) == rows_before
+    schema = _sqlite_schema(old)
+    assert "AUTOINCREMENT" in schema["users"] and "users_rebuilt" not in schema

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -10,16 +11,33 @@ import falcon
 from .. import models, passwords
 from ..body import FieldErrors, read_body
 from ..passwords import HashingGate
+from ..ratelimit import RateLimiter
 from ..tokens import TokenService
 
 # Django's UnicodeUsernameValidator: letters, digits and @ . + - _
 _USERNAME = re.compile(r"[\w.@+-]+\Z")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+\Z")
-MAX_USERNAME_LENGTH = 150
+MAX_USERNAME_LENGTH = models.MAX_USERNAME_LENGTH
+USERNAME_TOO_LONG_FOLDED = (
+    f"Ensure this field has no more than {MAX_USERNAME_LENGTH} characters once letter case is ignored "
+    "(some letters count as several, e.g. ß as ss)."
+)
 MIN_PASSWORD_LENGTH = 8
 # Long enough for any passphrase; short enough that nobody sends megabytes to hash.
 MAX_PASSWORD_LENGTH = 1024
 PROFILE_FIELDS = {"email": 254, "first_name": 150, "last_name": 150}
+
+
+def login_buckets(client_ip: str, username: str) -> tuple[str, str]:
+    """The rate-limit buckets a password guess counts in: the client's address and the account.
+
+    Shared by login and password change, so a guess costs the same budget either way.
+    """
+    key = models.User.canonical(username)
+    if len(key) > MAX_USERNAME_LENGTH:
+        # No account has such a name; a fixed-size stand-in keeps the bucket within its column.
+        key = "#" + hashlib.sha256(key.encode()).hexdigest()
+    return f"token:ip:{client_ip}", f"token:user:{key}"
 
 
 def no_store(resp: falcon.Response) -> None:
@@ -38,7 +56,18 @@ def _email_problem(value: str) -> str | None:
 
 
 def read_username(errors: FieldErrors, body: dict[str, Any]) -> str | None:
-    return errors.string(body, "username", max_length=MAX_USERNAME_LENGTH, check=_username_problem)
+    """A new username, NFKC-normalised as Django stores it, with rules checked on that form."""
+    raw = errors.string(body, "username", max_length=MAX_USERNAME_LENGTH)
+    if raw is None:
+        return None
+    username = models.User.normalize(raw)
+    problem = _username_problem(username)
+    if problem is None and max(len(username), len(models.User.canonical(username))) > MAX_USERNAME_LENGTH:
+        problem = USERNAME_TOO_LONG_FOLDED
+    if problem is not None:
+        errors.add("username", problem)
+        return None
+    return username
 
 
 def read_new_password(errors: FieldErrors, body: dict[str, Any], field: str, username: str | None) -> str | None:
@@ -100,9 +129,10 @@ class PasswordChange:
 
     auth_methods = frozenset({"POST"})
 
-    def __init__(self, tokens: TokenService, hash_iterations: int, gate: HashingGate) -> None:
+    def __init__(self, tokens: TokenService, hash_iterations: int, limiter: RateLimiter, gate: HashingGate) -> None:
         self._tokens = tokens
         self._iterations = hash_iterations
+        self._limiter = limiter
         self._gate = gate
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -113,8 +143,10 @@ class PasswordChange:
         new = read_new_password(errors, body, "new_password", user.username)
         errors.raise_if_any()
         assert current is not None and new is not None
+        # Checking current_password is a login: a stolen access token must not buy unlimited guesses.
+        self._limiter.hit(*login_buckets(req.context.client_ip, user.username))
         with self._gate:
-            if not passwords.verify_password(current, user.password):
+            if not passwords.check_password(current, user.password, self._iterations):
                 errors.add("current_password", "Your old password was entered incorrectly.")
                 errors.raise_if_any()
             new_hash = passwords.make_password(new, self._iterations)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import falcon
 import peewee
 
@@ -85,17 +83,18 @@ class TokenObtain:
         password = errors.string(body, "password", max_length=accounts.MAX_PASSWORD_LENGTH)
         errors.raise_if_any()
         assert username is not None and password is not None
-        self._limiter.hit(f"token:ip:{req.context.client_ip}", f"token:user:{models.User.canonical(username)}")
+        self._limiter.hit(*accounts.login_buckets(req.context.client_ip, username))
         user = models.User.by_username(username)
         with self._gate:
             if user is None or not user.is_active:
                 # Same work and same answer as a wrong password: no user enumeration.
                 self._dummy.burn(password)
                 raise unauthorized(BAD_CREDENTIALS, token_sent=False)
-            if not passwords.verify_password(password, user.password):
+            # At least the configured work whatever the stored hash: the time tells nothing.
+            if not passwords.check_password(password, user.password, self._iterations):
                 raise unauthorized(BAD_CREDENTIALS, token_sent=False)
             if passwords.needs_rehash(user.password, self._iterations):
-                models.set_password_hash(user, passwords.make_password(password, self._iterations))
+                models.upgrade_password_hash(user, passwords.make_password(password, self._iterations))
         no_store(resp)
         resp.media = self._tokens.issue_pair(user.id, user.token_version)
 
@@ -114,21 +113,23 @@ class TokenRefresh:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         refresh = _read_token_field(req, "refresh")
         claims = _verified_claims(self._tokens, refresh, REFRESH)
-        user = models.User.for_token(claims)
-        if user is None or models.is_family_revoked(claims["fam"]):
+        user = models.User.for_token(claims)  # also refuses a revoked family
+        if user is None:
             raise unauthorized(BAD_TOKEN, token_sent=True)
         no_store(resp)
         if not self._rotate:
-            if models.is_token_revoked(claims["jti"]):  # the family was checked above
+            if models.is_token_revoked(claims["jti"]):
                 raise unauthorized(BAD_TOKEN, token_sent=True)
-            resp.media = {"access": self._tokens.issue(ACCESS, user.id, user.token_version)}
+            resp.media = {"access": self._tokens.issue(ACCESS, user.id, user.token_version, claims["fam"])}
             return
-        now = int(time.time())
+        now = self._tokens.now()
         # Spend the token first: of two refreshes racing with it, only one records it.
-        earlier = models.revoke_token(claims["jti"], claims["fam"], models.ROTATED, claims["exp"], now)
+        keep_until = self._tokens.revocation_expiry(claims)
+        earlier = models.revoke_token(claims["jti"], claims["fam"], models.ROTATED, keep_until, now)
         if earlier is not None:
             if earlier == models.ROTATED:
-                models.revoke_family(claims["fam"], now + self._tokens.lifetime(REFRESH), now)
+                # Reuse: two parties hold this login. End all of it, access tokens too.
+                models.revoke_family(claims["fam"], self._tokens.family_revocation_expiry(), now)
             raise unauthorized(BAD_TOKEN, token_sent=True)
         resp.media = self._tokens.issue_pair(user.id, user.token_version, family=claims["fam"])
 
@@ -142,9 +143,9 @@ class TokenVerify:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         token = _read_token_field(req, "token")
         claims = _verified_claims(self._tokens, token, None)
-        if models.User.for_token(claims) is None:
+        if models.User.for_token(claims) is None:  # also refuses a revoked family
             raise unauthorized(BAD_TOKEN, token_sent=True)
-        if claims["token_type"] == REFRESH and models.is_revoked(claims["jti"], claims["fam"]):
+        if claims["token_type"] == REFRESH and models.is_token_revoked(claims["jti"]):
             raise unauthorized(BAD_TOKEN, token_sent=True)
         resp.media = {}
 
@@ -158,5 +159,6 @@ class TokenBlacklist:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         refresh = _read_token_field(req, "refresh")
         claims = _verified_claims(self._tokens, refresh, REFRESH)
-        models.revoke_token(claims["jti"], claims["fam"], models.LOGOUT, claims["exp"], int(time.time()))
+        keep_until = self._tokens.revocation_expiry(claims)
+        models.revoke_token(claims["jti"], claims["fam"], models.LOGOUT, keep_until, self._tokens.now())
         resp.media = {}
