@@ -287,6 +287,7 @@ class Bench:
             SECRET_KEY=secrets.token_urlsafe(48),  # 64 characters, new every run
             PASSWORD_HASH_ITERATIONS=str(self.args.hash_iterations),
             AUTH_RATE_LIMIT="off",
+            WRITE_RATE_LIMIT="off",
             PYTHONUNBUFFERED="1",
         )
         env["PYTHONPATH"] = str(self.root) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
