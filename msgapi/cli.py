@@ -67,6 +67,32 @@ def _load_config(threads: int | None = None) -> Config:
     return config
 
 
+def _ensure_file_descriptors(config: Config) -> None:
+    """Raise the soft open-file limit to what CONNECTION_LIMIT needs, or warn that it cannot."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit to raise
+        return
+    # Every connection is a socket; threads, database connections and logs need a few more.
+    needed = config.connection_limit + 2 * config.threads + 64
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning(
+            "CONNECTION_LIMIT=%d needs about %d open files but the limit is %d; "
+            "raise it (ulimit -n, LimitNOFILE=) or lower CONNECTION_LIMIT",
+            config.connection_limit,
+            needed,
+            soft,
+        )
+
+
 def serve(config: Config, host: str, port: int) -> int:
     import waitress
 
@@ -74,6 +100,7 @@ def serve(config: Config, host: str, port: int) -> int:
     from .scheduling import make_dispatcher
 
     app = create_app(config)
+    _ensure_file_descriptors(config)
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
     server = waitress.create_server(
         app,
@@ -83,6 +110,14 @@ def serve(config: Config, host: str, port: int) -> int:
         port=port,
         threads=config.threads,
         max_request_body_size=WAITRESS_MAX_BODY_BYTES,
+        # Idle or half-open connections must not crowd clients out: many may be open,
+        # and each is closed after CHANNEL_TIMEOUT seconds without activity (checked
+        # as often as that, up to Waitress's default 30 s). poll(), not select(),
+        # which cannot watch more than 1024 descriptors.
+        connection_limit=config.connection_limit,
+        channel_timeout=config.channel_timeout,
+        cleanup_interval=min(30, config.channel_timeout),
+        asyncore_use_poll=True,
         ident="msgapi",
         # The app decides whom to believe (TRUSTED_PROXIES, several proxies and networks);
         # Waitress would otherwise strip X-Forwarded-For before the app sees it.
