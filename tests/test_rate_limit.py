@@ -326,25 +326,32 @@ def limiter_rows() -> list[str]:
         database.close()
 
 
+def limiter_counts() -> set[tuple[str, int, int]]:
+    try:
+        return {(row.bucket, row.window_start, row.hits) for row in models.RateLimitHit.select()}
+    finally:
+        database.close()
+
+
 def test_refused_logins_write_no_rows(limited_app):
     app = limited_app()
     for n in range(LIMIT):
         assert login(app, f"nobody{n}", peer="198.51.100.7").status_int == 401
-    rows = limiter_rows()
-    assert len(rows) == 1 + LIMIT  # the address, and each name's one failure
+    counts = limiter_counts()
+    assert len(counts) == 1 + LIMIT  # the address, and each name's one failure
     for n in range(60):
         assert_429(login(app, f"new-name-{n}", peer="198.51.100.7"))
-    assert limiter_rows() == rows
+    assert limiter_counts() == counts
 
 
 def test_refused_registrations_write_no_rows(limited_app):
     app = limited_app()
     for n in range(LIMIT):
         signup(app, f"user{n}", peer="198.51.100.7")
-    rows = limiter_rows()
+    counts = limiter_counts()
     for n in range(30):
         assert_429(signup(app, f"late{n}", peer="198.51.100.7"))
-    assert limiter_rows() == rows
+    assert limiter_counts() == counts
 
 
 def test_bucket_keys_have_one_size_whatever_the_name(limited_app):
@@ -623,6 +630,28 @@ def test_limiter_never_allows_twice_the_limit_in_any_period(limiter):
             times.append(clock.now)
     most_in_a_period = max(sum(1 for t in times if start <= t < start + 60) for start in times)
     assert most_in_a_period < 2 * 10
+
+
+def test_concurrent_requests_get_exactly_the_limit_and_refusals_leave_no_count(limiter):
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from msgapi.db import release_connection
+
+    rl, _ = limiter(limit=5)
+    start = Barrier(16)
+
+    def one(_: int) -> bool:
+        start.wait()
+        try:
+            return allowed(rl, "contended")
+        finally:
+            release_connection()
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(one, range(16)))
+    assert results.count(True) == 5
+    assert limiter_counts() == {("contended", WINDOW, 5)}
 
 
 def test_disabled_limiter_touches_nothing():
