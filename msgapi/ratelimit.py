@@ -54,8 +54,7 @@ def _fixed_size(value: str) -> str:
 class LoginAttempt:
     """One password check let through by ``RateLimiter.login_attempt``; see there."""
 
-    def __init__(self, limiter: RateLimiter, account_slot: tuple[str, int] | None) -> None:
-        self._limiter = limiter
+    def __init__(self, account_slot: tuple[str, int] | None) -> None:
         self._account_slot = account_slot
 
     def succeeded(self) -> None:
@@ -104,10 +103,14 @@ class RateLimiter:
            here, before the (slow) check, and given back by ``succeeded()``.
         A refused attempt counts nowhere. So one address can never spend an account's
         budget: its owner still logs in from elsewhere, while guessing spread over
-        many addresses is still slowed.
+        many addresses is still slowed. Use::
+
+            attempt = limiter.login_attempt("token", req.context.client_ip, account)
+            ...  # check the password; raise on a wrong one
+            attempt.succeeded()
         """
         if self._rate is None:
-            return LoginAttempt(self, None)
+            return LoginAttempt(None)
         limit = self._rate.limit
         _, account_slot = self._take(
             [
@@ -115,7 +118,7 @@ class RateLimiter:
                 (self.account_bucket(scope, account), limit * ACCOUNT_BUDGET_FACTOR),
             ]
         )
-        return LoginAttempt(self, account_slot)
+        return LoginAttempt(account_slot)
 
     def _take(self, limits: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """One hit in each (bucket, limit) if every one fits, as (bucket, window) slots; else raise.

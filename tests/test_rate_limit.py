@@ -390,6 +390,7 @@ def test_expired_windows_are_pruned(limiter):
         ("2001:db8:1:2::1", 48, "2001:db8:1::/48"),
         ("2001:db8:1:2::1", 128, "2001:db8:1:2::1/128"),
         ("::ffff:198.51.100.7", 64, "198.51.100.7"),
+        ("fe80::1:2%eth0", 64, "fe80::/64"),
     ],
 )
 def test_address_key(address, prefix, key):
