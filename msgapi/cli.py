@@ -67,32 +67,6 @@ def _load_config(threads: int | None = None) -> Config:
     return config
 
 
-def _ensure_file_descriptors(config: Config) -> None:
-    """Raise the soft open-file limit to what CONNECTION_LIMIT needs, or warn that it cannot."""
-    try:
-        import resource
-    except ImportError:  # Windows: no such limit to raise
-        return
-    # Every connection is a socket; threads, database connections and logs need a few more.
-    needed = config.connection_limit + 2 * config.threads + 64
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            pass
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        log.warning(
-            "CONNECTION_LIMIT=%d needs about %d open files but the limit is %d; "
-            "raise it (ulimit -n, LimitNOFILE=) or lower CONNECTION_LIMIT",
-            config.connection_limit,
-            needed,
-            soft,
-        )
-
-
 def serve(config: Config, host: str, port: int) -> int:
     import waitress
 
@@ -100,7 +74,6 @@ def serve(config: Config, host: str, port: int) -> int:
     from .scheduling import make_dispatcher
 
     app = create_app(config)
-    _ensure_file_descriptors(config)
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
     server = waitress.create_server(
         app,

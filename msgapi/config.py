@@ -74,7 +74,7 @@ class Config:
     # Message creates, updates and deletes per user; None: no limit.
     write_rate_limit: Rate | None = Rate(30, 60)
     # Waitress: open connections at most, and seconds before an idle one is closed.
-    connection_limit: int = 1000
+    connection_limit: int = 500
     channel_timeout: int = 30
     # Proxies whose X-Forwarded-For is believed.
     trusted_proxies: tuple[Network, ...] = ()
@@ -259,7 +259,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         auth_rate_limit=auth_rate_limit,
         rate_limit_ipv6_prefix=ipv6_prefix,
         write_rate_limit=write_rate_limit,
-        connection_limit=_positive_int(environ, "CONNECTION_LIMIT", 1000),
+        connection_limit=_positive_int(environ, "CONNECTION_LIMIT", 500),
         channel_timeout=_positive_int(environ, "CHANNEL_TIMEOUT", 30),
         trusted_proxies=trusted_proxies,
         hash_concurrency=_positive_int(environ, "HASH_CONCURRENCY", 1) if hash_concurrency else None,

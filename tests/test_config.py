@@ -21,7 +21,7 @@ def test_defaults_are_the_documented_ones():
     assert config.auth_rate_limit == Rate(10, 60)
     assert config.write_rate_limit == Rate(30, 60)
     assert config.rate_limit_ipv6_prefix == 64
-    assert (config.connection_limit, config.channel_timeout) == (1000, 30)
+    assert (config.connection_limit, config.channel_timeout) == (500, 30)
     assert config.list_page_size == 100
     assert config.rotate_refresh_tokens is False and config.metrics is False
     assert config.startup_warnings == ()
