@@ -293,6 +293,7 @@ class Bench:
             PASSWORD_HASH_ITERATIONS=str(self.args.hash_iterations),
             AUTH_RATE_LIMIT="off",
             METRICS="true",  # the view statements' count (group commit) is read from /metrics
+            WRITE_RATE_LIMIT="off",
             PYTHONUNBUFFERED="1",
         )
         env["PYTHONPATH"] = str(self.root) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

@@ -57,7 +57,8 @@ def create_app(config: Config | None = None) -> falcon.App:
     errors.install(app)
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(dumps=jsontext.dumps)
 
-    limiter = RateLimiter(config.auth_rate_limit)
+    limiter = RateLimiter(config.auth_rate_limit, config.rate_limit_ipv6_prefix)
+    write_limiter = RateLimiter(config.write_rate_limit)
     gate = HashingGate(config.effective_hash_concurrency(), config.hash_wait_seconds)
     iterations = config.password_hash_iterations
     app.add_route("/api/auth/register", Register(iterations, limiter, gate))
@@ -68,8 +69,8 @@ def create_app(config: Config | None = None) -> falcon.App:
     app.add_route("/api/auth/me", Me())
     app.add_route("/api/auth/password", PasswordChange(tokens, iterations, limiter, gate))
     app.add_route("/api/users/{id}", UserAdmin())
-    app.add_route("/api/messages", MessageCollection(config.list_page_size))
-    app.add_route("/api/messages/{id}", MessageItem())
+    app.add_route("/api/messages", MessageCollection(config.list_page_size, write_limiter))
+    app.add_route("/api/messages/{id}", MessageItem(write_limiter))
     app.add_route("/healthz", Health())
     if metrics:
         # Switched off by default, and kept out of openapi.yaml: it is for operators, not clients.

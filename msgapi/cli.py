@@ -85,6 +85,14 @@ def serve(config: Config, host: str, port: int) -> int:
         port=port,
         threads=config.threads,
         max_request_body_size=WAITRESS_MAX_BODY_BYTES,
+        # Idle or half-open connections must not crowd clients out: many may be open,
+        # and each is closed after CHANNEL_TIMEOUT seconds without activity (checked
+        # as often as that, up to Waitress's default 30 s). poll(), not select(),
+        # which cannot watch more than 1024 descriptors.
+        connection_limit=config.connection_limit,
+        channel_timeout=config.channel_timeout,
+        cleanup_interval=min(30, config.channel_timeout),
+        asyncore_use_poll=True,
         ident="msgapi",
         # The app decides whom to believe (TRUSTED_PROXIES, several proxies and networks);
         # Waitress would otherwise strip X-Forwarded-For before the app sees it.

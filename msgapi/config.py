@@ -69,6 +69,13 @@ class Config:
     max_body_bytes: int = MAX_BODY_BYTES
     # Per client address (and per username at the token endpoint); None: no limit.
     auth_rate_limit: Rate | None = Rate(10, 60)
+    # IPv6 clients are budgeted by this prefix length (a /64 is what one host or site gets).
+    rate_limit_ipv6_prefix: int = 64
+    # Message creates, updates and deletes per user; None: no limit.
+    write_rate_limit: Rate | None = Rate(30, 60)
+    # Waitress: open connections at most, and seconds before an idle one is closed.
+    connection_limit: int = 500
+    channel_timeout: int = 30
     # Proxies whose X-Forwarded-For is believed.
     trusted_proxies: tuple[Network, ...] = ()
     # Password hashes running at once; None: one per core but one, below the thread count.
@@ -113,6 +120,16 @@ def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise ConfigError(f"{name} must be a positive integer, got {raw!r}")
     return value
+
+
+def _rate(environ: Mapping[str, str], name: str, default: str) -> Rate | None:
+    raw = environ.get(name, "")
+    try:
+        return Rate.parse(raw or default)
+    except ValueError:
+        raise ConfigError(
+            f"{name} must look like '10/minute' (second, minute, hour, day) or 'off', got {raw!r}"
+        ) from None
 
 
 def _cors_origins(raw: str | None) -> tuple[str, ...] | None:
@@ -215,6 +232,10 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
             f"AUTH_RATE_LIMIT must look like '10/minute' (second, minute, hour, day) or 'off', "
             f"got {environ.get('AUTH_RATE_LIMIT')!r}"
         ) from None
+    write_rate_limit = _rate(environ, "WRITE_RATE_LIMIT", "30/minute")
+    ipv6_prefix = _positive_int(environ, "RATE_LIMIT_IPV6_PREFIX", 64)
+    if ipv6_prefix > 128:
+        raise ConfigError(f"RATE_LIMIT_IPV6_PREFIX must be from 1 to 128, got {ipv6_prefix}")
     try:
         trusted_proxies = parse_networks(environ.get("TRUSTED_PROXIES", ""))
     except ValueError as exc:
@@ -236,6 +257,10 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         cors_allow_origins=_cors_origins(environ.get("CORS_ALLOW_ORIGINS")),
         threads=_positive_int(environ, "THREADS", 16),
         auth_rate_limit=auth_rate_limit,
+        rate_limit_ipv6_prefix=ipv6_prefix,
+        write_rate_limit=write_rate_limit,
+        connection_limit=_positive_int(environ, "CONNECTION_LIMIT", 500),
+        channel_timeout=_positive_int(environ, "CHANNEL_TIMEOUT", 30),
         trusted_proxies=trusted_proxies,
         hash_concurrency=_positive_int(environ, "HASH_CONCURRENCY", 1) if hash_concurrency else None,
         hash_wait_seconds=float(_positive_int(environ, "HASH_WAIT_SECONDS", 15)),

@@ -630,13 +630,21 @@ def count_hit(bucket: str, window_start: int) -> int:
     return row["hits"]
 
 
-def hits_in_window(bucket: str, window_start: int) -> int:
-    row = (
-        RateLimitHit.select(RateLimitHit.hits)
-        .where((RateLimitHit.bucket == bucket) & (RateLimitHit.window_start == window_start))
-        .first()
+def uncount_hit(bucket: str, window_start: int) -> None:
+    """Take back one hit ``count_hit`` counted; a window left at zero hits is no row at all."""
+    where = (RateLimitHit.bucket == bucket) & (RateLimitHit.window_start == window_start)
+    with write_lock(), database.atomic():
+        RateLimitHit.update(hits=RateLimitHit.hits - 1).where(where).execute()
+        RateLimitHit.delete().where(where & (RateLimitHit.hits <= 0)).execute()
+
+
+def hits_in_windows(bucket: str, previous_window: int, current_window: int) -> tuple[int, int]:
+    """(hits, hits) in ``bucket``'s previous and current windows, in one read."""
+    rows = RateLimitHit.select(RateLimitHit.window_start, RateLimitHit.hits).where(
+        (RateLimitHit.bucket == bucket) & RateLimitHit.window_start.in_([previous_window, current_window])
     )
-    return row.hits if row else 0
+    hits = {row.window_start: row.hits for row in rows}
+    return hits.get(previous_window, 0), hits.get(current_window, 0)
 
 
 def prune_hits(before_window: int) -> None:

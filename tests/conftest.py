@@ -88,6 +88,7 @@ def config(database_url: str) -> Config:
         threads=4,
         # Tests log in far more often than a person; the limiter has its own tests.
         auth_rate_limit=None,
+        write_rate_limit=None,
     )
 
 
@@ -154,6 +155,7 @@ class LiveServer:
             "SECRET_KEY": TEST_SECRET_KEY,
             "PASSWORD_HASH_ITERATIONS": str(TEST_HASH_ITERATIONS),
             "AUTH_RATE_LIMIT": "off",
+            "WRITE_RATE_LIMIT": "off",
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }

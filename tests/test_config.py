@@ -19,6 +19,9 @@ def test_defaults_are_the_documented_ones():
     assert config.password_hash_iterations == 600_000
     assert config.cors_allow_origins == ("*",)
     assert config.auth_rate_limit == Rate(10, 60)
+    assert config.write_rate_limit == Rate(30, 60)
+    assert config.rate_limit_ipv6_prefix == 64
+    assert (config.connection_limit, config.channel_timeout) == (500, 30)
     assert config.list_page_size == 100
     assert config.rotate_refresh_tokens is False and config.metrics is False
     assert config.startup_warnings == ()
@@ -59,6 +62,10 @@ def test_a_low_iteration_count_is_accepted_with_a_warning():
         ("CORS_ALLOW_ORIGINS", "*, https://a.example"),
         ("THREADS", "many"),
         ("AUTH_RATE_LIMIT", "lots"),
+        ("WRITE_RATE_LIMIT", "lots"),
+        ("RATE_LIMIT_IPV6_PREFIX", "129"),
+        ("CONNECTION_LIMIT", "0"),
+        ("CHANNEL_TIMEOUT", "soon"),
         ("TRUSTED_PROXIES", "not-an-address"),
         ("LIST_PAGE_SIZE", "1001"),
         ("ROTATE_REFRESH_TOKENS", "maybe"),

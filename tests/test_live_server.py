@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 from urllib.parse import urlsplit
 
 from conftest import PASSWORD
@@ -68,3 +69,37 @@ def test_access_log_line_carries_the_request_id(live_server):
     assert status == 200 and headers["X-Request-ID"] == "trace-42"
     server.stop()
     assert any("GET /api/messages 200" in line and "[trace-42]" in line for line in server.log_lines)
+
+
+def _idle_connections(url: str, count: int) -> list[socket.socket]:
+    """``count`` connections that say nothing, or half a request, and then wait."""
+    parts = urlsplit(url)
+    idle = []
+    for n in range(count):
+        sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
+        if n % 2:
+            sock.sendall(b"GET /api/messages HTTP/1.1\r\nHost: x\r\n")  # never finished
+        idle.append(sock)
+    return idle
+
+
+def test_a_client_is_answered_while_150_idle_connections_are_open(live_server_on, sqlite_url):
+    server = live_server_on(sqlite_url)
+    idle = _idle_connections(server.url, 150)
+    try:
+        for _ in range(3):
+            status, _, body = _request(server.url, "GET", "/healthz")
+            assert status == 200, body
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_idle_connections_are_closed_after_channel_timeout(live_server_on, sqlite_url):
+    server = live_server_on(sqlite_url, {"CHANNEL_TIMEOUT": "1"})
+    (sock,) = _idle_connections(server.url, 1)
+    try:
+        sock.settimeout(30)  # a bound for the test; the server closes it within about two seconds
+        assert sock.recv(1) == b""
+    finally:
+        sock.close()

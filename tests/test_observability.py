@@ -190,3 +190,30 @@ def test_access_lines_go_through_logging_when_someone_else_listens(app, own_logg
     app.get("/api/messages")
     assert [(record.name, record.getMessage()[:20]) for record in heard] == [("msgapi.access", "GET /api/messages 20")]
     assert TEXT_ACCESS_LINE.fullmatch(stream.getvalue().strip())  # and our handler wrote it too
+
+
+def test_metrics_labels_stay_bounded_whatever_methods_clients_invent(live_server_on, sqlite_url):
+    import random
+    import socket
+    import string
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    server = live_server_on(sqlite_url, {"METRICS": "true"})
+    parts = urlsplit(server.url)
+    rng = random.Random(12)
+    invented = ["".join(rng.choices(string.ascii_uppercase, k=2000)) for _ in range(30)]
+    for method in invented:
+        with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+            sock.sendall(f"{method} /api/messages HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 4"), answer[:100]
+    http_json(server.url, "GET", "/api/messages")
+    with urllib.request.urlopen(server.url + "/metrics", timeout=30) as response:
+        text = response.read().decode()
+    methods = set(re.findall(r'msgapi_requests_total\{method="([^"]*)"', text))
+    assert methods == {"GET", "other"}
+    assert re.search(r'msgapi_requests_total\{method="other",route="/api/messages",status="4\d\d"\} 30', text)
+    assert len(text) < 10_000

@@ -347,6 +347,25 @@ def test_rate_limited_answers_conform(config):
         database.close_all()
 
 
+def test_write_rate_limited_answers_conform(config):
+    app = webtest.TestApp(create_app(dataclasses.replace(config, write_rate_limit=Rate(limit=1, period=60))))
+    try:
+        register(app, "alice")
+        auth = bearer(obtain_tokens(app, "alice")["access"])
+        message_id = app.post_json("/api/messages", {"content": "hi"}, headers=auth).json["id"]
+        url, collection = f"/api/messages/{message_id}", "/api/messages"
+        for resp, path, method in (
+            (app.post_json(collection, {"content": "x"}, headers=auth, expect_errors=True), collection, "post"),
+            (app.put_json(url, {"content": "x"}, headers=auth, expect_errors=True), MESSAGE, "put"),
+            (app.patch_json(url, {"content": "x"}, headers=auth, expect_errors=True), MESSAGE, "patch"),
+            (app.delete(url, headers=auth, expect_errors=True), MESSAGE, "delete"),
+        ):
+            assert resp.status_int == 429 and int(resp.headers["Retry-After"]) >= 1, method
+            conforms(resp, path, method)
+    finally:
+        database.close_all()
+
+
 def test_database_outage_is_a_documented_503(app, monkeypatch):
     def unavailable(*args, **kwargs):
         raise peewee.OperationalError("database is locked")

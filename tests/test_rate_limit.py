@@ -17,14 +17,16 @@ import webtest
 from conftest import PASSWORD, TEST_HASH_ITERATIONS, TEST_SECRET_KEY, register
 
 from msgapi import config as config_module
+from msgapi import models
 from msgapi.app import create_app
 from msgapi.config import Rate
 from msgapi.db import database
 from msgapi.proxies import client_address, parse_networks
-from msgapi.ratelimit import RateLimited, RateLimiter
+from msgapi.ratelimit import ACCOUNT_BUDGET_FACTOR, RateLimited, RateLimiter, address_key
 
 PROBLEM_JSON = "application/problem+json"
 LIMIT = 3
+ACCOUNT_LIMIT = LIMIT * ACCOUNT_BUDGET_FACTOR  # failed logins per account, whatever the address
 WRONG = "wrong password!"
 
 
@@ -131,7 +133,7 @@ def test_token_endpoint_is_limited_per_client_address(limited_app):
 def test_token_endpoint_is_limited_per_username_across_addresses(limited_app):
     app = limited_app()
     register(app, "alice")  # the register bucket is not the token bucket
-    for n in range(LIMIT):
+    for n in range(ACCOUNT_LIMIT):
         assert login(app, "alice", peer=f"203.0.113.{n + 1}").status_int == 401
     assert_429(login(app, "alice", peer="203.0.113.99"))
     # Even the right password: a guesser who finally hits it learns nothing.
@@ -143,15 +145,16 @@ def test_token_endpoint_is_limited_per_username_across_addresses(limited_app):
 
 def test_username_bucket_ignores_case(limited_app):
     app = limited_app()
-    for n, name in enumerate(["Alice", "ALICE", "alice"]):
-        assert login(app, name, peer=f"203.0.113.{n + 1}").status_int == 401
+    names = ["Alice", "ALICE", "alice"]
+    for n in range(ACCOUNT_LIMIT):
+        assert login(app, names[n % 3], peer=f"203.0.113.{n + 1}").status_int == 401
     assert_429(login(app, "aLiCe", peer="203.0.113.50"))
 
 
 @pytest.mark.parametrize("name", ["\ufb03" * 150, "\u00df" * 150], ids=["ffi-ligature-150", "sharp-s-150"])
 def test_login_with_a_name_too_long_once_case_folded_is_counted_and_401(limited_app, name):
     app = limited_app()
-    for n in range(LIMIT):
+    for n in range(ACCOUNT_LIMIT):
         assert login(app, name, peer=f"203.0.113.{n + 1}").status_int == 401
     assert_429(login(app, name, peer="203.0.113.99"))  # its account bucket still works
 
@@ -159,8 +162,9 @@ def test_login_with_a_name_too_long_once_case_folded_is_counted_and_401(limited_
 def test_username_bucket_ignores_nfkc_differences(limited_app):
     app = limited_app()
     fullwidth_alice = "\uff41\uff4c\uff49\uff43\uff45"
-    for n, name in enumerate(["alice", fullwidth_alice, "ALICE"]):
-        assert login(app, name, peer=f"203.0.113.{n + 1}").status_int == 401
+    names = ["alice", fullwidth_alice, "ALICE"]
+    for n in range(ACCOUNT_LIMIT):
+        assert login(app, names[n % len(names)], peer=f"203.0.113.{n + 1}").status_int == 401
     assert_429(login(app, fullwidth_alice, peer="203.0.113.50"))
 
 
@@ -175,7 +179,7 @@ def change_password(app, access: str, current: str = WRONG, peer: str | None = N
 
 
 def access_token(app, username: str, peer: str) -> str:
-    """Register and log in ``username`` from ``peer``; that login counts once in the account's bucket."""
+    """Register and log in ``username`` from ``peer`` (a successful login spends no account budget)."""
     assert signup(app, username, peer=peer).status_int == 201
     resp = login(app, username, PASSWORD, peer=peer)
     assert resp.status_int == 200, resp.text
@@ -185,7 +189,7 @@ def access_token(app, username: str, peer: str) -> str:
 def test_password_change_guesses_are_limited_per_account_across_addresses(limited_app):
     app = limited_app()
     access = access_token(app, "alice", peer="198.51.100.30")
-    for n in range(LIMIT - 1):  # the login above was the first attempt on the account
+    for n in range(ACCOUNT_LIMIT):
         assert change_password(app, access, peer=f"203.0.113.{n + 1}").status_int == 400
     assert_429(change_password(app, access, peer="203.0.113.99"))
     # Even the right password: a guesser who finally hits it learns nothing.
@@ -204,9 +208,72 @@ def test_password_change_guesses_are_limited_per_client_address(limited_app):
 def test_password_change_and_login_share_the_account_budget(limited_app):
     app = limited_app()
     access = access_token(app, "alice", peer="198.51.100.33")
-    assert change_password(app, access, peer="203.0.113.1").status_int == 400
-    assert login(app, "alice", peer="203.0.113.2").status_int == 401
-    assert_429(login(app, "alice", PASSWORD, peer="203.0.113.3"))
+    for n in range(ACCOUNT_LIMIT):
+        if n % 2:
+            assert change_password(app, access, peer=f"203.0.113.{n + 1}").status_int == 400
+        else:
+            assert login(app, "alice", peer=f"203.0.113.{n + 1}").status_int == 401
+    assert_429(login(app, "alice", PASSWORD, peer="198.51.100.200"))
+    assert_429(change_password(app, access, PASSWORD, peer="198.51.100.201"))
+
+
+def test_one_address_hammering_an_account_does_not_lock_its_owner_out(limited_app):
+    app = limited_app()
+    register(app, "alice")
+    for _ in range(10 * LIMIT):
+        login(app, "alice", peer="198.51.100.66")
+    assert_429(login(app, "alice", peer="198.51.100.66"))
+    assert login(app, "alice", PASSWORD, peer="203.0.113.5").status_int == 200
+
+
+def test_one_ipv6_prefix_hammering_an_account_does_not_lock_its_owner_out(limited_app):
+    app = limited_app()
+    register(app, "alice")
+    for n in range(10 * LIMIT):
+        login(app, "alice", peer=f"2001:db8:66:1::{n + 1:x}")
+    assert login(app, "alice", PASSWORD, peer="2001:db8:77::5").status_int == 200
+
+
+def test_refused_logins_do_not_count_against_the_account(limited_app):
+    """The account's failures are those that passed the address check: exactly LIMIT per address."""
+    app = limited_app()
+    register(app, "alice")
+    for n in range(ACCOUNT_BUDGET_FACTOR - 1):
+        for _ in range(5 * LIMIT):
+            login(app, "alice", peer=f"198.51.100.{n + 1}")
+    # Those addresses spent LIMIT failures each; one more address fits all of its budget.
+    for _ in range(LIMIT):
+        assert login(app, "alice", peer="198.51.100.200").status_int == 401
+    # Now the account is full, from any address.
+    assert_429(login(app, "alice", PASSWORD, peer="203.0.113.9"))
+
+
+def test_successful_logins_do_not_spend_the_account_budget(limited_app):
+    app = limited_app()
+    register(app, "alice")
+    for n in range(ACCOUNT_LIMIT + LIMIT):
+        assert login(app, "alice", PASSWORD, peer=f"203.0.113.{n + 1}").status_int == 200
+    for n in range(ACCOUNT_LIMIT):
+        assert login(app, "alice", peer=f"198.51.100.{n + 1}").status_int == 401
+    assert_429(login(app, "alice", PASSWORD, peer="192.0.2.1"))
+
+
+def test_a_refusal_for_the_account_does_not_spend_the_address_budget(limited_app):
+    app = limited_app()
+    for n in range(ACCOUNT_LIMIT):
+        login(app, "alice", peer=f"203.0.113.{n + 1}")
+    for _ in range(5 * LIMIT):
+        assert_429(login(app, "alice", peer="198.51.100.1"))
+    for n in range(LIMIT):
+        assert login(app, f"other{n}", peer="198.51.100.1").status_int == 401
+
+
+def test_many_addresses_against_one_account_are_still_slowed(limited_app):
+    app = limited_app()
+    register(app, "alice")
+    statuses = [login(app, "alice", peer=f"10.{n // 250}.{n % 250}.1").status_int for n in range(4 * ACCOUNT_LIMIT)]
+    assert statuses.count(401) == ACCOUNT_LIMIT
+    assert statuses.count(429) == 3 * ACCOUNT_LIMIT
 
 
 def test_forwarded_for_is_ignored_from_an_untrusted_peer(limited_app):
@@ -244,7 +311,7 @@ def test_one_forwarded_address_behind_a_trusted_proxy_is_still_limited(limited_a
 def test_same_username_behind_a_trusted_proxy_hits_its_per_username_limit(limited_app):
     app = limited_app(trusted_proxies=parse_networks("127.0.0.1"))
     register(app, "alice")
-    for n in range(LIMIT):
+    for n in range(ACCOUNT_LIMIT):
         assert login(app, "alice", xff=f"192.0.2.{n + 1}").status_int == 401
     assert_429(login(app, "alice", xff="192.0.2.77"))
     # The address bucket of that last client is not full: another name from there passes.
@@ -315,14 +382,131 @@ def test_default_limit_from_the_environment_is_10_a_minute(database_url):
         database.close_all()
 
 
+# --- bounded storage --------------------------------------------------------------------------------
+
+
+def limiter_rows() -> list[str]:
+    try:
+        return [row.bucket for row in models.RateLimitHit.select(models.RateLimitHit.bucket)]
+    finally:
+        database.close()
+
+
+def limiter_counts() -> set[tuple[str, int, int]]:
+    try:
+        return {(row.bucket, row.window_start, row.hits) for row in models.RateLimitHit.select()}
+    finally:
+        database.close()
+
+
+def test_refused_logins_write_no_rows(limited_app):
+    app = limited_app()
+    for n in range(LIMIT):
+        assert login(app, f"nobody{n}", peer="198.51.100.7").status_int == 401
+    counts = limiter_counts()
+    assert len(counts) == 1 + LIMIT  # the address, and each name's one failure
+    for n in range(60):
+        assert_429(login(app, f"new-name-{n}", peer="198.51.100.7"))
+    assert limiter_counts() == counts
+
+
+def test_refused_registrations_write_no_rows(limited_app):
+    app = limited_app()
+    for n in range(LIMIT):
+        signup(app, f"user{n}", peer="198.51.100.7")
+    counts = limiter_counts()
+    for n in range(30):
+        assert_429(signup(app, f"late{n}", peer="198.51.100.7"))
+    assert limiter_counts() == counts
+
+
+def test_bucket_keys_have_one_size_whatever_the_name(limited_app):
+    app = limited_app()
+    names = ["a", "b" * 150, "\ufb03" * 150, "ß" * 150]
+    for n, name in enumerate(names):
+        login(app, name, peer=f"198.51.100.{n + 1}")
+    account_keys = [bucket for bucket in limiter_rows() if ":user:" in bucket]
+    assert len(account_keys) == len(names)
+    assert {len(key) for key in account_keys} == {len("token:user:") + 32}
+    assert all(key.startswith("token:user:") for key in account_keys)
+
+
+def test_expired_windows_are_pruned(limiter):
+    rl, clock = limiter()
+    for n in range(20):
+        rl.hit(f"old{n}")
+    assert len(limiter_rows()) == 20
+    clock.now = WINDOW + 60
+    rl.hit("recent")  # the previous window is still needed
+    assert len(limiter_rows()) == 21
+    clock.now = WINDOW + 120
+    rl.hit("new")
+    assert sorted(limiter_rows()) == ["new", "recent"]
+
+
+# --- IPv6 prefixes -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "prefix", "key"),
+    [
+        ("198.51.100.7", 64, "198.51.100.7"),
+        ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", 64, "2001:db8:1:2::/64"),
+        ("2001:DB8:1:2::1", 64, "2001:db8:1:2::/64"),
+        ("2001:db8:1:2::1", 48, "2001:db8:1::/48"),
+        ("2001:db8:1:2::1", 128, "2001:db8:1:2::1/128"),
+        ("::ffff:198.51.100.7", 64, "198.51.100.7"),
+        ("fe80::1:2%eth0", 64, "fe80::/64"),
+    ],
+)
+def test_address_key(address, prefix, key):
+    assert address_key(address, prefix) == key
+
+
+def test_address_key_of_something_else_has_a_fixed_size():
+    assert len(address_key("x" * 5000)) == len(address_key("unix-socket")) == 32
+
+
+def test_ipv6_addresses_of_one_prefix_share_one_budget(limited_app):
+    app = limited_app()
+    statuses = [signup(app, f"user{n}", peer=f"2001:db8:5:6::{n + 1:x}").status_int for n in range(30)]
+    assert statuses == [201] * LIMIT + [429] * (30 - LIMIT)
+    # The next /64 is another client.
+    assert signup(app, "neighbour", peer="2001:db8:5:7::1").status_int == 201
+
+
+def test_ipv6_prefix_applies_to_forwarded_addresses(limited_app):
+    app = limited_app(trusted_proxies=parse_networks("127.0.0.1"))
+    statuses = [
+        signup(app, f"user{n}", xff=f"2001:db8:5:6:{n + 1:x}::1", peer="127.0.0.1").status_int for n in range(30)
+    ]
+    assert statuses == [201] * LIMIT + [429] * (30 - LIMIT)
+
+
+def test_ipv6_prefix_is_a_setting(limited_app):
+    app = limited_app(rate_limit_ipv6_prefix=128)
+    for n in range(2 * LIMIT):
+        assert signup(app, f"user{n}", peer=f"2001:db8:5:6::{n + 1:x}").status_int == 201
+
+
+def test_ipv6_prefix_from_the_environment():
+    base = {"DATABASE_URL": "sqlite:///x.sqlite3", "SECRET_KEY": TEST_SECRET_KEY}
+    assert config_module.from_env(base).rate_limit_ipv6_prefix == 64
+    assert config_module.from_env({**base, "RATE_LIMIT_IPV6_PREFIX": "56"}).rate_limit_ipv6_prefix == 56
+    for bad in ("0", "129", "/64", "x"):
+        with pytest.raises(config_module.ConfigError, match="RATE_LIMIT_IPV6_PREFIX"):
+            config_module.from_env({**base, "RATE_LIMIT_IPV6_PREFIX": bad})
+
+
 # --- two live servers share one limit ------------------------------------------------------------
 
 
-def _post(url: str, path: str, body: dict):
+def _post(url: str, path: str, body: dict, headers: dict[str, str] | None = None):
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     try:
-        conn.request("POST", path, body=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json", **(headers or {})}
+        conn.request("POST", path, body=json.dumps(body).encode(), headers=headers)
         resp = conn.getresponse()
         return resp.status, resp.headers, resp.read()
     finally:
@@ -345,15 +529,21 @@ def test_the_limit_holds_across_two_server_processes(live_server):
 
 
 def test_the_username_limit_holds_across_two_server_processes(live_server):
-    env = {"AUTH_RATE_LIMIT": f"{LIMIT}/minute"}
+    env = {"AUTH_RATE_LIMIT": f"{LIMIT}/minute", "TRUSTED_PROXIES": "127.0.0.1"}
     first, second = live_server(env), live_server(env)
-    # Alternate servers; all from 127.0.0.1, so address and username buckets both fill.
+    # Alternate servers, each attempt from its own forwarded address: only the account fills.
     statuses = [
-        _post(server.url, "/api/auth/token/", {"username": "alice", "password": WRONG})[0]
-        for server in [first, second, second]
+        _post(
+            (first, second)[n % 2].url,
+            "/api/auth/token/",
+            {"username": "alice", "password": WRONG},
+            {"X-Forwarded-For": f"192.0.2.{n + 1}"},
+        )[0]
+        for n in range(ACCOUNT_LIMIT)
     ]
-    assert statuses == [401] * LIMIT
-    assert _post(first.url, "/api/auth/token/", {"username": "alice", "password": WRONG})[0] == 429
+    assert statuses == [401] * ACCOUNT_LIMIT
+    headers = {"X-Forwarded-For": "192.0.2.200"}
+    assert _post(first.url, "/api/auth/token/", {"username": "alice", "password": WRONG}, headers)[0] == 429
 
 
 # --- RateLimiter with a fake clock ---------------------------------------------------------------
@@ -412,8 +602,8 @@ def test_limiter_raises_if_any_bucket_is_over(limiter):
         rl.hit("full")
     with pytest.raises(RateLimited):
         rl.hit("fresh", "full")
-    # The fresh bucket counted that request too.
-    assert [allowed(rl, "fresh") for _ in range(LIMIT)] == [True] * (LIMIT - 1) + [False]
+    # A refused request counts nowhere: the fresh bucket still has its whole budget.
+    assert [allowed(rl, "fresh") for _ in range(LIMIT + 1)] == [True] * LIMIT + [False]
 
 
 def test_limiter_is_not_doubled_at_the_window_boundary(limiter):
@@ -507,6 +697,28 @@ def test_limiter_never_allows_twice_the_limit_in_any_period(limiter):
             times.append(clock.now)
     most_in_a_period = max(sum(1 for t in times if start <= t < start + 60) for start in times)
     assert most_in_a_period < 2 * 10
+
+
+def test_concurrent_requests_get_exactly_the_limit_and_refusals_leave_no_count(limiter):
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from msgapi.db import release_connection
+
+    rl, _ = limiter(limit=5)
+    start = Barrier(16)
+
+    def one(_: int) -> bool:
+        start.wait()
+        try:
+            return allowed(rl, "contended")
+        finally:
+            release_connection()
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(one, range(16)))
+    assert results.count(True) == 5
+    assert limiter_counts() == {("contended", WINDOW, 5)}
 
 
 def test_disabled_limiter_touches_nothing():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Any
 
@@ -26,18 +25,6 @@ MIN_PASSWORD_LENGTH = 8
 # Long enough for any passphrase; short enough that nobody sends megabytes to hash.
 MAX_PASSWORD_LENGTH = 1024
 PROFILE_FIELDS = {"email": 254, "first_name": 150, "last_name": 150}
-
-
-def login_buckets(client_ip: str, username: str) -> tuple[str, str]:
-    """The rate-limit buckets a password guess counts in: the client's address and the account.
-
-    Shared by login and password change, so a guess costs the same budget either way.
-    """
-    key = models.User.canonical(username)
-    if len(key) > MAX_USERNAME_LENGTH:
-        # No account has such a name; a fixed-size stand-in keeps the bucket within its column.
-        key = "#" + hashlib.sha256(key.encode()).hexdigest()
-    return f"token:ip:{client_ip}", f"token:user:{key}"
 
 
 def no_store(resp: falcon.Response) -> None:
@@ -143,12 +130,14 @@ class PasswordChange:
         new = read_new_password(errors, body, "new_password", user.username)
         errors.raise_if_any()
         assert current is not None and new is not None
-        # Checking current_password is a login: a stolen access token must not buy unlimited guesses.
-        self._limiter.hit(*login_buckets(req.context.client_ip, user.username))
+        # Checking current_password is a login: a stolen access token must not buy unlimited
+        # guesses. Same policy and budgets as the token endpoint (RateLimiter.login_attempt).
+        attempt = self._limiter.login_attempt("token", req.context.client_ip, models.User.canonical(user.username))
         with self._gate:
             if not passwords.check_password(current, user.password, self._iterations):
                 errors.add("current_password", "Your old password was entered incorrectly.")
                 errors.raise_if_any()
+            attempt.succeeded()
             new_hash = passwords.make_password(new, self._iterations)
         version = models.change_password(user, new_hash)
         no_store(resp)

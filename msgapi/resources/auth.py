@@ -42,7 +42,7 @@ class Register:
         self._gate = gate
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        self._limiter.hit(f"register:ip:{req.context.client_ip}")
+        self._limiter.hit(self._limiter.address_bucket("register", req.context.client_ip))
         body = read_body(req)
         errors = FieldErrors()
         username = accounts.read_username(errors, body)
@@ -83,7 +83,7 @@ class TokenObtain:
         password = errors.string(body, "password", max_length=accounts.MAX_PASSWORD_LENGTH)
         errors.raise_if_any()
         assert username is not None and password is not None
-        self._limiter.hit(*accounts.login_buckets(req.context.client_ip, username))
+        attempt = self._limiter.login_attempt("token", req.context.client_ip, models.User.canonical(username))
         user = models.User.by_username(username)
         with self._gate:
             if user is None or not user.is_active:
@@ -93,6 +93,7 @@ class TokenObtain:
             # At least the configured work whatever the stored hash: the time tells nothing.
             if not passwords.check_password(password, user.password, self._iterations):
                 raise unauthorized(BAD_CREDENTIALS, token_sent=False)
+            attempt.succeeded()
             if passwords.needs_rehash(user.password, self._iterations):
                 models.upgrade_password_hash(user, passwords.make_password(password, self._iterations))
         no_store(resp)

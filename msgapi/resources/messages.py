@@ -7,6 +7,7 @@ import falcon
 from .. import models
 from ..body import FieldErrors, read_body
 from ..errors import token_user_refused
+from ..ratelimit import RateLimiter
 from .paging import next_link, parse_list_query
 
 MAX_CONTENT_LENGTH = 160
@@ -30,6 +31,11 @@ def not_found() -> falcon.HTTPNotFound:
     return falcon.HTTPNotFound(title="Not found", description="No message has this id.")
 
 
+def count_write(limiter: RateLimiter, user_id: int) -> None:
+    """One create, update or delete in the user's WRITE_RATE_LIMIT budget, or 429."""
+    limiter.hit(limiter.account_bucket("write", str(user_id)))
+
+
 def read_content(req: falcon.Request) -> str:
     """``content`` from the body: trimmed, then 1 to 160 code points."""
     errors = FieldErrors()
@@ -43,8 +49,9 @@ class MessageCollection:
     auth_methods = frozenset({"POST"})
     checks_token_user = frozenset({"POST"})  # models.create_message checks the token's user
 
-    def __init__(self, page_size: int) -> None:
+    def __init__(self, page_size: int, write_limiter: RateLimiter) -> None:
         self._page_size = page_size
+        self._write_limiter = write_limiter
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         query = parse_list_query(req, self._page_size)
@@ -63,6 +70,7 @@ class MessageCollection:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         claims = req.context.claims
+        count_write(self._write_limiter, claims["user_id"])
         try:
             content = read_content(req)
         except falcon.HTTPError:
@@ -82,6 +90,9 @@ class MessageCollection:
 class MessageItem:
     auth_methods = frozenset({"PUT", "PATCH", "DELETE"})
 
+    def __init__(self, write_limiter: RateLimiter) -> None:
+        self._write_limiter = write_limiter
+
     def on_get(self, req: falcon.Request, resp: falcon.Response, id: str) -> None:
         message = models.count_view(parse_message_id(id))
         if message is None:
@@ -97,6 +108,7 @@ class MessageItem:
 
     def _writable_id(self, req: falcon.Request, raw_id: str) -> int:
         """The id of a message the user may change: 404 before 403, both before any body error."""
+        count_write(self._write_limiter, req.context.user.id)
         message_id = parse_message_id(raw_id)
         exists, author_id = models.find_author_id(message_id)
         if not exists:
