@@ -15,7 +15,7 @@ from .passwords import HashingGate
 from .ratelimit import RateLimiter
 from .resources.accounts import Me, PasswordChange, UserAdmin
 from .resources.auth import Register, TokenBlacklist, TokenObtain, TokenRefresh, TokenVerify
-from .resources.docs import ASSETS_PREFIX, SWAGGER_ASSETS, DocsPage, OpenAPISpec
+from .resources.docs import ASSETS_PREFIX, DocsAsset, DocsPage, OpenAPISpec
 from .resources.health import Health
 from .resources.messages import MessageCollection, MessageItem
 from .tokens import TokenService
@@ -94,5 +94,5 @@ def create_app(config: Config | None = None) -> falcon.App:
     app.add_route("/", docs)
     app.add_route("/docs/init.js", docs, suffix="init")
     app.add_route("/openapi.yaml", OpenAPISpec())
-    app.add_static_route(ASSETS_PREFIX, str(SWAGGER_ASSETS))
+    app.add_route(ASSETS_PREFIX + "/{name}", DocsAsset())
     return app
