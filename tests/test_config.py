@@ -20,6 +20,7 @@ def test_defaults_are_the_documented_ones():
     assert config.cors_allow_origins == ("*",)
     assert config.auth_rate_limit == Rate(10, 60)
     assert config.list_page_size == 100
+    assert config.list_time_limit_ms == 500
     assert config.rotate_refresh_tokens is False and config.metrics is False
     assert config.startup_warnings == ()
 
@@ -61,6 +62,7 @@ def test_a_low_iteration_count_is_accepted_with_a_warning():
         ("AUTH_RATE_LIMIT", "lots"),
         ("TRUSTED_PROXIES", "not-an-address"),
         ("LIST_PAGE_SIZE", "1001"),
+        ("LIST_TIME_LIMIT_MS", "0"),
         ("ROTATE_REFRESH_TOKENS", "maybe"),
         ("METRICS", "2"),
         ("LOG_FORMAT", "xml"),
@@ -94,3 +96,7 @@ def test_an_sqlite_without_returning_or_json_is_refused_at_start(monkeypatch, tm
     config = Config(database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", secret_key=KEY)
     with pytest.raises(ConfigError, match=r"SQLite 3\.31\.1 is too old"):
         db.open_database(config)
+
+
+def test_the_list_time_limit_is_a_setting():
+    assert from_env({"SECRET_KEY": KEY, "LIST_TIME_LIMIT_MS": "250"}).list_time_limit_ms == 250

@@ -43,8 +43,9 @@ class MessageCollection:
     auth_methods = frozenset({"POST"})
     checks_token_user = frozenset({"POST"})  # models.create_message checks the token's user
 
-    def __init__(self, page_size: int) -> None:
+    def __init__(self, page_size: int, time_limit_ms: int = 500) -> None:
         self._page_size = page_size
+        self._time_limit_ms = time_limit_ms
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         query = parse_list_query(req, self._page_size)
@@ -54,6 +55,7 @@ class MessageCollection:
             after=query.after,
             author=query.author,
             search=query.search,
+            time_limit_ms=self._time_limit_ms,
         )
         if page.next_after is not None:
             resp.append_header("Link", next_link(req, query, page.next_after))
