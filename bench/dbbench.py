@@ -37,6 +37,8 @@ def connect(db: DB) -> Any:
             "cache_size = -16000",
         ):
             conn.execute(f"PRAGMA {pragma}")
+        # The search index's triggers call it (msgapi.db registers the same on its connections).
+        conn.create_function("msgapi_casefold", 1, lambda value: value.casefold() if isinstance(value, str) else value)
         return conn
     import psycopg2
 

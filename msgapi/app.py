@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import falcon
 
 from . import errors, jsontext, models
@@ -13,7 +15,7 @@ from .passwords import HashingGate
 from .ratelimit import RateLimiter
 from .resources.accounts import Me, PasswordChange, UserAdmin
 from .resources.auth import Register, TokenBlacklist, TokenObtain, TokenRefresh, TokenVerify
-from .resources.docs import ASSETS_PREFIX, SWAGGER_ASSETS, DocsPage, OpenAPISpec
+from .resources.docs import ASSETS_PREFIX, DocsAsset, DocsPage, OpenAPISpec
 from .resources.health import Health
 from .resources.messages import MessageCollection, MessageItem
 from .tokens import TokenService
@@ -21,12 +23,27 @@ from .tokens import TokenService
 EXPOSED_HEADERS = ["Location", "Link", "Retry-After", "X-Request-ID", "WWW-Authenticate"]
 
 
+class AllowListCORS(falcon.CORSMiddleware):
+    """Falcon's CORS policy for a list of origins, plus the ``Vary: Origin`` it leaves out.
+
+    The answer depends on the request's Origin (echoed, or no CORS headers at all), so
+    every response says so, with or without an Origin: otherwise a shared cache could
+    hand one origin's answer (or a no-Origin answer) to another origin.
+    """
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool) -> None:
+        super().process_response(req, resp, resource, req_succeeded)
+        resp.append_header("Vary", "Origin")
+
+
 def _cors(config: Config) -> list[falcon.CORSMiddleware]:
     if config.cors_allow_origins is None:
         return []
-    origins = "*" if config.cors_allow_origins == ("*",) else list(config.cors_allow_origins)
     # No credentials: tokens travel in the Authorization header, never in cookies.
-    return [falcon.CORSMiddleware(allow_origins=origins, expose_headers=EXPOSED_HEADERS)]
+    if config.cors_allow_origins == ("*",):
+        # "*" is the same answer for every origin: nothing to vary on.
+        return [falcon.CORSMiddleware(allow_origins="*", expose_headers=EXPOSED_HEADERS)]
+    return [AllowListCORS(allow_origins=list(config.cors_allow_origins), expose_headers=EXPOSED_HEADERS)]
 
 
 def create_app(config: Config | None = None) -> falcon.App:
@@ -69,7 +86,9 @@ def create_app(config: Config | None = None) -> falcon.App:
     app.add_route("/api/auth/me", Me())
     app.add_route("/api/auth/password", PasswordChange(tokens, iterations, limiter, gate))
     app.add_route("/api/users/{id}", UserAdmin())
-    app.add_route("/api/messages", MessageCollection(config.list_page_size, write_limiter))
+    app.add_route(
+        "/api/messages", MessageCollection(config.list_page_size, write_limiter, config.list_time_limit_ms)
+    )
     app.add_route("/api/messages/{id}", MessageItem(write_limiter))
     app.add_route("/healthz", Health())
     if metrics:
@@ -79,5 +98,5 @@ def create_app(config: Config | None = None) -> falcon.App:
     app.add_route("/", docs)
     app.add_route("/docs/init.js", docs, suffix="init")
     app.add_route("/openapi.yaml", OpenAPISpec())
-    app.add_static_route(ASSETS_PREFIX, str(SWAGGER_ASSETS))
+    app.add_route(ASSETS_PREFIX + "/{name}", DocsAsset())
     return app

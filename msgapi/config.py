@@ -83,6 +83,8 @@ class Config:
     hash_wait_seconds: float = 15.0
     # Messages per page when the client gives no ``limit``.
     list_page_size: int = 100
+    # The most one list query may run before it is stopped and answered with a 503.
+    list_time_limit_ms: int = 500
     # Single-use refresh tokens with reuse detection; off keeps simplejwt's reusable ones.
     rotate_refresh_tokens: bool = False
     # GET /metrics (Prometheus text format); off unless asked for.
@@ -265,6 +267,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         hash_concurrency=_positive_int(environ, "HASH_CONCURRENCY", 1) if hash_concurrency else None,
         hash_wait_seconds=float(_positive_int(environ, "HASH_WAIT_SECONDS", 15)),
         list_page_size=list_page_size,
+        list_time_limit_ms=_positive_int(environ, "LIST_TIME_LIMIT_MS", 500),
         rotate_refresh_tokens=_boolean(environ, "ROTATE_REFRESH_TOKENS", False),
         metrics=_boolean(environ, "METRICS", False),
         log_format=log_format,

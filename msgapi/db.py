@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import unquote
 
@@ -233,6 +233,48 @@ class Placeholder(peewee.Value):
         return ctx.value(_Slot(self.index, ctx.state.converter), converter=False)
 
 
+class TimeLimitExceeded(Exception):
+    """A statement run under ``time_limit`` was stopped by the database."""
+
+
+# SQLite calls the progress handler every this many virtual machine steps: often enough
+# to stop within a millisecond or so, rarely enough to cost nothing measurable.
+SQLITE_PROGRESS_STEPS = 4000
+_QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement stopped by statement_timeout
+
+
+@contextlib.contextmanager
+def time_limit(milliseconds: int) -> Iterator[Callable[..., Any]]:
+    """Run ``PreparedQuery`` statements so that each stops after ``milliseconds``.
+
+    Yields ``run(query, *args)``, to use instead of ``query.execute(*args)`` inside the
+    block. A statement over the limit raises ``TimeLimitExceeded``; the connection stays
+    usable. SQLite: a progress handler on the connection aborts the statement (it is
+    checked while rows are read, too). PostgreSQL: ``SET LOCAL statement_timeout`` is
+    sent with the statement, in the same round trip and the same implicit transaction.
+    """
+    if isinstance(database.obj, peewee.SqliteDatabase):
+        conn = database.connection()
+        deadline = time.monotonic() + milliseconds / 1000
+        conn.set_progress_handler(lambda: time.monotonic() > deadline, SQLITE_PROGRESS_STEPS)
+        try:
+            yield PreparedQuery.execute
+        except peewee.OperationalError as exc:
+            if str(exc) == "interrupted":
+                raise TimeLimitExceeded() from None
+            raise
+        finally:
+            conn.set_progress_handler(None, SQLITE_PROGRESS_STEPS)
+        return
+    prefix = f"SET LOCAL statement_timeout = {int(milliseconds)}; "
+    try:
+        yield lambda query, *args: query.execute(*args, sql_prefix=prefix)
+    except peewee.OperationalError as exc:
+        if getattr(exc.__context__, "pgcode", None) == _QUERY_CANCELED:
+            raise TimeLimitExceeded() from None
+        raise
+
+
 class PreparedQuery:
     """A Peewee query compiled to SQL once per database, then run with fresh parameters.
 
@@ -282,8 +324,12 @@ class PreparedQuery:
         """The compiled SQL and its parameter slots for ``db`` (compiled on first use)."""
         return self._compiled.get(db) or self._compile(db)
 
-    def execute(self, *args: Any) -> Any:
-        """The cursor, after executing with ``args`` bound to the build's parameters, in order."""
+    def execute(self, *args: Any, sql_prefix: str = "") -> Any:
+        """The cursor, after executing with ``args`` bound to the build's parameters, in order.
+
+        ``sql_prefix``: statements without parameters sent before this one in the same
+        string (PostgreSQL only; see ``time_limit``).
+        """
         if len(args) != self._arity:
             raise TypeError(f"expected {self._arity} arguments, got {len(args)}")
         sql, slots = self.sql(database.obj)
@@ -291,7 +337,7 @@ class PreparedQuery:
             value if index < 0 else (converter(args[index]) if converter else args[index])
             for index, value, converter in slots
         ]
-        return database.execute_sql(sql, params)
+        return database.execute_sql(sql_prefix + sql, params)
 
 
 def utcnow() -> datetime.datetime:

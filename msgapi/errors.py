@@ -15,7 +15,7 @@ import falcon
 import peewee
 
 from . import jsontext
-from .db import discard_broken_connections
+from .db import TimeLimitExceeded, discard_broken_connections
 from .passwords import HashingBusy
 from .ratelimit import RateLimited
 
@@ -77,6 +77,19 @@ def _database_unavailable(req: falcon.Request, resp: falcon.Response, exc: Excep
     )
 
 
+def _time_limit_exceeded(req: falcon.Request, resp: falcon.Response, exc: TimeLimitExceeded, params: dict) -> None:
+    # Not a failure of the database: its connection stays. The log line carries the request id.
+    log.warning("list query stopped at its time limit")
+    raise falcon.HTTPServiceUnavailable(
+        title="Query too slow",
+        description=(
+            "This list query needed more than the time it is allowed. Narrow it (search for 3 or "
+            "more characters, add author) or retry shortly."
+        ),
+        retry_after=RETRY_AFTER_SECONDS,
+    )
+
+
 def _unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict) -> None:
     if isinstance(exc, falcon.HTTPError):
         raise exc
@@ -108,5 +121,6 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(peewee.OperationalError, _database_unavailable)
     app.add_error_handler(peewee.InterfaceError, _database_unavailable)
+    app.add_error_handler(TimeLimitExceeded, _time_limit_exceeded)
     app.add_error_handler(RateLimited, _rate_limited)
     app.add_error_handler(HashingBusy, _hashing_busy)

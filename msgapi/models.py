@@ -18,8 +18,10 @@ from typing import Any
 
 import peewee
 
-from .db import PreparedQuery, database, utcnow, write_lock
+from .db import PreparedQuery, database, time_limit, utcnow, write_lock
 from .viewcount import ViewBatcher
+
+log = logging.getLogger("msgapi.models")
 
 # Ids are 32-bit on PostgreSQL (SERIAL); anything larger cannot exist, on either database.
 MAX_ID = 2**31 - 1
@@ -148,8 +150,9 @@ class Message(BaseModel):
             # The list's orders: keyset pages walk these, forwards or backwards.
             (("updated_at", "id"), False),
             (("created_at", "id"), False),
-            # No index on views on purpose: every GET changes views, and an index on it
-            # would turn each view into an index write (and rule out PostgreSQL's HOT updates).
+            # Without it ordering=views sorts the whole table. It costs every view an
+            # index write (and rules out PostgreSQL's HOT updates): measured, that is cheap.
+            (("views", "id"), False),
         )
 
 
@@ -198,25 +201,31 @@ def list_messages(
     after: tuple[Any, int] | None = None,
     author: str | None = None,
     search: str | None = None,
+    time_limit_ms: int = 500,
 ) -> MessagePage:
     """One page of messages, keyset-paged: ``after`` is (ordering value, id) of the last row seen.
 
     Page 1,000 costs what page 1 costs: the position is a WHERE on the ordering
     index, never an OFFSET. One row more than the page is read, to tell whether a
-    next page exists without a COUNT.
+    next page exists without a COUNT. Each statement stops after ``time_limit_ms``
+    (``db.TimeLimitExceeded``), so no shape of request can hold the database for long.
     """
-    shape = (ordering, after is not None, author is not None, bool(search))
-    query = _LIST_QUERIES.get(shape) or _LIST_QUERIES.setdefault(shape, _list_query(*shape))
     after_value, after_id = after if after is not None else (None, None)
     if isinstance(after_value, datetime.datetime):
         after_value = Message.updated_at.db_value(after_value)
-    rows = query.execute(
-        limit + 1,
-        after_value,
-        after_id,
-        User.canonical(author) if author is not None else None,
-        _like_pattern(search) if search else None,
-    ).fetchall()
+    with time_limit(time_limit_ms) as run:
+        search_mode = _search_mode(run, search) if search else None
+        shape = (ordering, after is not None, author is not None, search_mode)
+        query = _LIST_QUERIES.get(shape) or _LIST_QUERIES.setdefault(shape, _list_query(*shape))
+        rows = run(
+            query,
+            limit + 1,
+            after_value,
+            after_id,
+            User.canonical(author) if author is not None else None,
+            _like_pattern(search) if search else None,
+            _match_phrase(search) if search else None,
+        ).fetchall()
     next_after = None
     if len(rows) > limit:
         del rows[limit:]
@@ -227,11 +236,54 @@ def list_messages(
 
 _TIMESTAMP_ORDERINGS = frozenset({"updated_at", "created_at"})
 
-# One compiled query per shape of the list request (ordering, position, filters): at most 64.
-_LIST_QUERIES: dict[tuple[str, bool, bool, bool], PreparedQuery] = {}
+# One compiled query per shape of the list request (ordering, position, filters): at most 96.
+_LIST_QUERIES: dict[tuple[str, bool, bool, str | None], PreparedQuery] = {}
+
+# How a search finds its rows. SCAN: walk the ordering's index and test each row, which
+# stops as soon as the page is full: cheap when many rows match. INDEXED (SQLite): take
+# the matching ids from the trigram index, then sort only those: cheap when few match.
+# PostgreSQL always states the search as ILIKE and its planner picks the trigram index
+# or the ordering's from the column's statistics.
+SCAN = "scan"
+INDEXED = "indexed"
+# SQLite: when the trigram index finds fewer matches than this, they are fetched and
+# sorted (bounded by this); when it finds more, at least 1 row in N/this matches, so a
+# scan fills a page of P after about P*N/this rows.
+SEARCH_INDEX_CAP = 5000
+# Trigram indexes (both databases) need 3 characters; shorter searches scan, within the time limit.
+MIN_INDEXED_SEARCH = 3
 
 
-def _list_query(ordering: str, has_after: bool, has_author: bool, has_search: bool) -> PreparedQuery:
+def _search_mode(run: Any, search: str) -> str:
+    if not isinstance(database.obj, peewee.SqliteDatabase) or len(search.casefold()) < MIN_INDEXED_SEARCH:
+        return SCAN
+    found = run(_COUNT_SEARCH_MATCHES, _match_phrase(search), SEARCH_INDEX_CAP).fetchone()[0]
+    return INDEXED if found < SEARCH_INDEX_CAP else SCAN
+
+
+def _match_phrase(text: str) -> str:
+    """An FTS5 phrase matching ``text`` as a substring of the case-folded content (SQLite)."""
+    return '"' + text.casefold().replace('"', '""') + '"'
+
+
+# SQLite's trigram index of case-folded content; rowid is the message's id. Contentless
+# (content=''): it holds only the index, kept in step by triggers (_SQLITE_SEARCH_INDEX).
+_SEARCH_INDEX = peewee.Table("messages_search", ("rowid", "messages_search"))
+
+
+def _search_matches(phrase: str) -> peewee.Query:
+    match = peewee.NodeList((_SEARCH_INDEX.messages_search, peewee.SQL("MATCH"), phrase))
+    return _SEARCH_INDEX.select(_SEARCH_INDEX.rowid).where(match)
+
+
+_COUNT_SEARCH_MATCHES = PreparedQuery(
+    lambda phrase, cap: peewee.Select(
+        from_list=[_search_matches(phrase).limit(cap).alias("found")], columns=[peewee.fn.COUNT(peewee.SQL("*"))]
+    ),
+)
+
+
+def _list_query(ordering: str, has_after: bool, has_author: bool, search_mode: str | None) -> PreparedQuery:
     descending = ordering.startswith("-")
     field = ORDERINGS[ordering.lstrip("-")]
 
@@ -240,13 +292,19 @@ def _list_query(ordering: str, has_after: bool, has_author: bool, has_search: bo
         keys = [row_id] if field is Message.id else [key, row_id]
         return [column.desc() if descending else column.asc() for column in keys]
 
-    def build(limit: int, after_value: Any, after_id: int, author_key: str, pattern: str) -> peewee.Query:
+    def build(
+        limit: int, after_value: Any, after_id: int, author_key: str, pattern: str, phrase: str
+    ) -> peewee.Query:
         query = Message.select(*_message_columns(), User.username.alias("author")).join(
             User, peewee.JOIN.LEFT_OUTER, on=(Message.author == User.id)
         )
         if has_author:
             query = query.where(User.username_key == author_key)
-        if has_search:
+        if search_mode == INDEXED:
+            # The index finds the candidates; the same test as a scan decides, so both
+            # plans answer exactly alike.
+            query = query.where(Message.id.in_(_search_matches(phrase)))
+        if search_mode is not None:
             query = query.where(_content_like(pattern))
         if has_after:
             if field is Message.id:
@@ -270,7 +328,8 @@ def _list_query(ordering: str, has_after: bool, has_author: bool, has_search: bo
             ("after_value", has_after and field is not Message.id),
             ("after_id", has_after),
             ("author_key", has_author),
-            ("pattern", has_search),
+            ("pattern", search_mode is not None),
+            ("phrase", search_mode == INDEXED),
         )
         if not used
     ]
@@ -735,6 +794,63 @@ def create_tables() -> None:
             # CREATE TABLE IF NOT EXISTS still races in PostgreSQL's catalog; serialise it.
             database.execute_sql("SELECT pg_advisory_xact_lock(7466734)")
         database.create_tables(ALL_MODELS, safe=True)
+        if isinstance(database.obj, peewee.SqliteDatabase):
+            _create_sqlite_search_index()
+        else:
+            _create_postgres_search_index()
+
+
+# Contentless: the index holds the case-folded text, which is no column of messages. The
+# triggers fold with msgapi_casefold, the function db.open_database registers on every
+# connection; a view (UPDATE of views only) does not fire them.
+_SQLITE_SEARCH_INDEX = (
+    "CREATE VIRTUAL TABLE messages_search USING fts5(content, content='', tokenize='trigram case_sensitive 1')",
+    """CREATE TRIGGER messages_search_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_search (rowid, content) VALUES (new.id, msgapi_casefold(new.content));
+    END""",
+    """CREATE TRIGGER messages_search_delete AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_search (messages_search, rowid, content)
+        VALUES ('delete', old.id, msgapi_casefold(old.content));
+    END""",
+    """CREATE TRIGGER messages_search_update AFTER UPDATE OF content ON messages BEGIN
+        INSERT INTO messages_search (messages_search, rowid, content)
+        VALUES ('delete', old.id, msgapi_casefold(old.content));
+        INSERT INTO messages_search (rowid, content) VALUES (new.id, msgapi_casefold(new.content));
+    END""",
+    "INSERT INTO messages_search (rowid, content) SELECT id, msgapi_casefold(content) FROM messages",
+)
+
+
+def _create_sqlite_search_index() -> None:
+    """The trigram index and its triggers, filled from the existing rows, once."""
+    exists = database.execute_sql(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages_search'"
+    ).fetchone()
+    if not exists:
+        for statement in _SQLITE_SEARCH_INDEX:
+            database.execute_sql(statement)
+
+
+def _create_postgres_search_index() -> None:
+    """pg_trgm's GIN index on content, which serves ILIKE '%...%' for 3+ characters.
+
+    Creating the extension needs a superuser, or (pg_trgm being trusted) a user with
+    CREATE on the database. Without it msgapi still runs: searches then scan, stopped
+    at LIST_TIME_LIMIT_MS, and a warning says what to run.
+    """
+    try:
+        with database.atomic():
+            database.execute_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+            database.execute_sql(
+                "CREATE INDEX IF NOT EXISTS messages_content_trgm ON messages USING gin (content gin_trgm_ops)"
+            )
+    except peewee.DatabaseError as exc:
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        log.warning(
+            "search is not indexed: %s. As a superuser, run in this database: CREATE EXTENSION pg_trgm; "
+            "CREATE INDEX messages_content_trgm ON messages USING gin (content gin_trgm_ops);",
+            first_line,
+        )
 
 
 _NEVER_REUSED_ID_MODELS = (User, Message)  # parents first: messages refer to users

@@ -123,6 +123,12 @@ def test_docs_page_lists_every_operation_and_creates_a_message(live_server, brow
     assert [m["content"] for m in listed] == ["made in the browser"]
     assert listed[0]["author"] == "browser"
 
+    # The token lives only in the page, never in the browser's storage.
+    stored = browser.execute_script(
+        "return JSON.stringify([Object.assign({}, window.localStorage), Object.assign({}, window.sessionStorage)])"
+    )
+    assert access not in stored
+
     origin = server.url
     outside = [url for url in _requested_urls(browser) if not url.startswith((origin, "data:", "blob:"))]
     assert outside == [], f"the docs page requested outside resources: {outside}"

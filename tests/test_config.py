@@ -23,6 +23,7 @@ def test_defaults_are_the_documented_ones():
     assert config.rate_limit_ipv6_prefix == 64
     assert (config.connection_limit, config.channel_timeout) == (500, 30)
     assert config.list_page_size == 100
+    assert config.list_time_limit_ms == 500
     assert config.rotate_refresh_tokens is False and config.metrics is False
     assert config.startup_warnings == ()
 
@@ -68,6 +69,7 @@ def test_a_low_iteration_count_is_accepted_with_a_warning():
         ("CHANNEL_TIMEOUT", "soon"),
         ("TRUSTED_PROXIES", "not-an-address"),
         ("LIST_PAGE_SIZE", "1001"),
+        ("LIST_TIME_LIMIT_MS", "0"),
         ("ROTATE_REFRESH_TOKENS", "maybe"),
         ("METRICS", "2"),
         ("LOG_FORMAT", "xml"),
@@ -101,3 +103,7 @@ def test_an_sqlite_without_returning_or_json_is_refused_at_start(monkeypatch, tm
     config = Config(database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", secret_key=KEY)
     with pytest.raises(ConfigError, match=r"SQLite 3\.31\.1 is too old"):
         db.open_database(config)
+
+
+def test_the_list_time_limit_is_a_setting():
+    assert from_env({"SECRET_KEY": KEY, "LIST_TIME_LIMIT_MS": "250"}).list_time_limit_ms == 250

@@ -973,6 +973,26 @@ def test_cors_narrowed_refuses_an_unlisted_origin(make_app):
     assert "Access-Control-Allow-Origin" not in resp.headers
 
 
+def _vary(resp) -> set[str]:
+    return {v.strip().lower() for v in resp.headers.get("Vary", "").split(",") if v.strip()}
+
+
+@pytest.mark.parametrize("origin", [ORIGIN, "https://evil.example", None])
+def test_cors_narrowed_varies_on_origin(make_app, origin):
+    # Listed, unlisted or absent: a cache must not reuse one of these answers for another origin.
+    app = make_app(cors_allow_origins=(ORIGIN,))
+    resp = app.get("/api/messages", headers={"Origin": origin} if origin else {})
+    assert "origin" in _vary(resp)
+
+
+def test_cors_narrowed_varies_on_origin_for_errors_and_preflights(make_app):
+    app = make_app(cors_allow_origins=(ORIGIN,))
+    missing = app.get(f"/api/messages/{UNKNOWN_ID}", headers={"Origin": ORIGIN}, status=404)
+    preflight = app.options("/api/messages", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"})
+    assert "origin" in _vary(missing)
+    assert "origin" in _vary(preflight)
+
+
 # --- the old service's scenario, end to end ------------------------------------------------------
 
 

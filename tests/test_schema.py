@@ -62,6 +62,9 @@ def schemas(postgres_url: str):
     conn = psycopg2.connect(postgres_url)
     conn.autocommit = True
     with conn.cursor() as cursor:
+        # Extensions belong to the database, not a schema's tables: installed once in public,
+        # which both search paths below include, so neither schema's CASCADE drops it.
+        cursor.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public")
         for name in ("from_sql", "from_models"):
             cursor.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}")
     yield conn
@@ -72,11 +75,11 @@ def schemas(postgres_url: str):
 
 def test_schema_sql_matches_the_models(schemas, postgres_url: str):
     with schemas.cursor() as cursor:
-        cursor.execute("SET search_path TO from_sql")
+        cursor.execute("SET search_path TO from_sql, public")
         cursor.execute(SCHEMA_SQL.read_text(encoding="utf-8"))
         cursor.execute("SET search_path TO public")
 
-    url = postgres_url + "?options=-csearch_path%3Dfrom_models"
+    url = postgres_url + "?options=-csearch_path%3Dfrom_models,public"
     database.initialize(open_database(Config(database_url=url, secret_key="k" * 40)))
     try:
         models.create_tables()
@@ -93,7 +96,7 @@ def test_schema_sql_matches_the_models(schemas, postgres_url: str):
 def test_schema_sql_is_idempotent(schemas):
     sql = SCHEMA_SQL.read_text(encoding="utf-8")
     with schemas.cursor() as cursor:
-        cursor.execute("SET search_path TO from_sql")
+        cursor.execute("SET search_path TO from_sql, public")
         cursor.execute(sql)
         cursor.execute(sql)
         cursor.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'from_sql'")

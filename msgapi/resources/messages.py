@@ -49,9 +49,10 @@ class MessageCollection:
     auth_methods = frozenset({"POST"})
     checks_token_user = frozenset({"POST"})  # models.create_message checks the token's user
 
-    def __init__(self, page_size: int, write_limiter: RateLimiter) -> None:
+    def __init__(self, page_size: int, write_limiter: RateLimiter, time_limit_ms: int = 500) -> None:
         self._page_size = page_size
         self._write_limiter = write_limiter
+        self._time_limit_ms = time_limit_ms
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         query = parse_list_query(req, self._page_size)
@@ -61,6 +62,7 @@ class MessageCollection:
             after=query.after,
             author=query.author,
             search=query.search,
+            time_limit_ms=self._time_limit_ms,
         )
         if page.next_after is not None:
             resp.append_header("Link", next_link(req, query, page.next_after))
