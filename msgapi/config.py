@@ -158,6 +158,20 @@ def _validate_database_url(url: str) -> str:
     raise ConfigError(f"DATABASE_URL must start with sqlite:/// or postgresql://, got scheme {scheme!r}")
 
 
+def _check_sqlite_location(url: str) -> None:
+    """The SQLite file's folder must exist and be writable: SQLite writes the file, -wal and -shm there."""
+    path = sqlite_path(url)
+    folder = path.parent
+    if not folder.is_dir():
+        raise ConfigError(f"DATABASE_URL: the folder {folder} for the SQLite database does not exist; create it first")
+    if path.is_dir():
+        raise ConfigError(f"DATABASE_URL: {path} is a folder; name a database file in it")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"DATABASE_URL: the folder {folder} is not writable by this user; SQLite writes there")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise ConfigError(f"DATABASE_URL: {path} is not readable and writable by this user")
+
+
 def load_or_create_secret_key(key_file: Path) -> str:
     """Read the generated key beside the SQLite file, creating it once if absent.
 
@@ -186,6 +200,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
     warnings: list[str] = []
     database_url = _validate_database_url(environ.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL)
     is_sqlite = database_url.startswith("sqlite")
+    if is_sqlite:
+        _check_sqlite_location(database_url)
 
     secret_key = environ.get("SECRET_KEY", "")
     if not secret_key:

@@ -14,7 +14,7 @@ import time
 import weakref
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import peewee
 from playhouse.db_url import parse
@@ -171,6 +171,39 @@ def open_database(config: Config) -> peewee.Database:
         timeout=10,
         **params,
     )
+
+
+def describe_open_failure(url: str, exc: Exception, setting: str = "DATABASE_URL") -> str:
+    """One line for an operator: which database could not be opened, why, and what to check.
+
+    Names the file, or the host, port, database and user; never the password.
+    """
+    reason = " ".join((str(exc).strip().splitlines() or [type(exc).__name__])[0].split())
+    parts = urlsplit(url)
+    if parts.password:
+        for secret in {parts.password, unquote(parts.password)}:
+            reason = reason.replace(secret, "***")
+    if url.startswith("sqlite"):
+        return (
+            f"cannot open the SQLite database {sqlite_path(url)}: {reason}; "
+            f"check {setting}, and that the file's folder exists and is writable"
+        )
+    try:
+        port = parts.port or 5432
+    except ValueError:
+        port = "?"
+    host = parts.hostname or "localhost"
+    name = unquote(parts.path[1:])
+    user = unquote(parts.username or "")
+    lowered = reason.lower()
+    if "database" in lowered and "does not exist" in lowered:
+        hint = f"create it (createdb {name}) or fix the database name in {setting}"
+    elif "password" in lowered or "authentication" in lowered or "role" in lowered:
+        hint = f"check the user name and password in {setting}"
+    else:
+        hint = f"check that PostgreSQL is running and accepts connections on {host}:{port}, and {setting}"
+    who = f" as user {user!r}" if user else ""
+    return f"cannot connect to PostgreSQL database {name!r} on {host}:{port}{who}: {reason}; {hint}"
 
 
 def release_connection() -> None:
