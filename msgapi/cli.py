@@ -195,7 +195,8 @@ def _run_task(args: argparse.Namespace, config: Config) -> int:
     from . import models, operations
     from .db import database, open_database
 
-    config.log_startup_warnings()
+    # The generated-key notice belongs to serve; a command shows it only when it made the key.
+    config.log_startup_warnings(key_notice=config.key_generated)
     # A source that cannot be read stops the import before our own database is touched.
     source = operations.open_source(args.source_url) if args.command == "import-django" else None
     database.initialize(open_database(config))

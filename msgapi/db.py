@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import os
 import sqlite3
 import threading
 import time
@@ -126,6 +127,19 @@ class _PooledPostgres(PooledPostgresqlDatabase):
         super()._close_raw(conn)
 
 
+def _create_owner_only(path: Any) -> None:
+    """Create the SQLite file, empty, readable by its owner only: it holds password hashes.
+
+    SQLite gives the -wal and -shm files it creates beside it the same mode.
+    """
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise ConfigError(f"DATABASE_URL: cannot create {path}: {exc.strerror}") from None
+
+
 def _casefold(value: str | None) -> str | None:
     return value.casefold() if isinstance(value, str) else value
 
@@ -142,6 +156,7 @@ def open_database(config: Config) -> peewee.Database:
     # Threads plus a little headroom: the runner's own start-up work and CLI commands.
     max_connections = config.threads + 4
     if config.is_sqlite:
+        _create_owner_only(sqlite_path(config.database_url))
         db = _ThreadSqlite(
             str(sqlite_path(config.database_url)),
             pragmas=SQLITE_PRAGMAS,
