@@ -14,6 +14,7 @@ import getpass
 import logging
 import signal
 import sys
+from typing import Any
 
 from . import logcontext
 from .config import Config, ConfigError, from_env
@@ -33,20 +34,59 @@ GIL_SWITCH_INTERVAL_SECONDS = 0.0005
 # 413 first; this only stops clients that lie about or omit Content-Length.
 WAITRESS_MAX_BODY_BYTES = 4 * 1024 * 1024
 
+SETTINGS_HELP = """\
+settings (environment variables; README.md, "Configuration", has the full table):
+  DATABASE_URL      sqlite:///msgapi.sqlite3 (default) or postgresql://user:password@host:5432/db
+  SECRET_KEY        signs the tokens, 32+ characters; required with PostgreSQL
+                    (SQLite without it: a key generated once beside the database file)
+  THREADS           Waitress worker threads (default 16; --threads overrides it)
+  AUTH_RATE_LIMIT   logins and registrations per client, e.g. 10/minute, or off
+  TRUSTED_PROXIES   proxies whose X-Forwarded-For is believed
+  LOG_FORMAT        text (default) or json
+also: ACCESS_TOKEN_LIFETIME, REFRESH_TOKEN_LIFETIME, PASSWORD_HASH_ITERATIONS,
+  CORS_ALLOW_ORIGINS, HASH_CONCURRENCY, HASH_WAIT_SECONDS, LIST_PAGE_SIZE,
+  ROTATE_REFRESH_TOKENS, METRICS.
+exit codes: 0 done, 1 the task failed, 2 a setting or argument is wrong."""
+
+
+class ServeError(Exception):
+    """The server cannot start for a reason outside the settings (the port is taken)."""
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is outside 0-65535")
+    return port
+
 
 def _add_serve_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
     # Subparser options default to SUPPRESS so they do not overwrite the top-level ones.
     default = (lambda value: value) if defaults else (lambda value: argparse.SUPPRESS)
     parser.add_argument("--host", default=default("127.0.0.1"), help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=default(8000), help="port to listen on (default 8000; 0: any)")
+    parser.add_argument("--port", type=_port, default=default(8000), help="port to listen on (default 8000; 0: any)")
     parser.add_argument("--threads", type=int, default=default(None), help="worker threads (default: THREADS or 16)")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="msgapi", description="The msgapi REST service and its operator tasks.")
+    parser = argparse.ArgumentParser(
+        prog="msgapi",
+        description="The msgapi REST service and its operator tasks.",
+        epilog=SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_serve_options(parser, defaults=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_serve_options(commands.add_parser("serve", help="serve the API with Waitress (the default)"), False)
+    serve_parser = commands.add_parser(
+        "serve",
+        help="serve the API with Waitress (the default)",
+        epilog=SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_serve_options(serve_parser, False)
     commands.add_parser("init-db", help="create missing tables and indexes, then exit")
     createuser = commands.add_parser("createuser", help="create a user; the password is read from a prompt or stdin")
     createuser.add_argument("username")
@@ -67,18 +107,63 @@ def _load_config(threads: int | None = None) -> Config:
     return config
 
 
+class _AppSlot:
+    """The WSGI app, filled in once the port is ours: a taken port must not leave a new database behind."""
+
+    def __init__(self) -> None:
+        self.app: Any = None
+
+    def __call__(self, environ: dict, start_response: Any) -> Any:
+        return self.app(environ, start_response)
+
+
+def _open_failure(config: Config, exc: Exception) -> ConfigError:
+    from .db import describe_open_failure
+
+    return ConfigError(describe_open_failure(config.database_url, exc))
+
+
 def serve(config: Config, host: str, port: int) -> int:
-    import waitress
+    import peewee
 
     from .app import create_app
+
+    slot = _AppSlot()
+    try:
+        server = _create_server(config, slot, host, port)
+    except OSError as exc:
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        slot.app = create_app(config)
+    except (peewee.OperationalError, peewee.InterfaceError) as exc:
+        server.close()
+        raise _open_failure(config, exc) from None
+    except BaseException:
+        server.close()
+        raise
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
+    shown_host = f"[{host}]" if ":" in host else host
+    log.info("msgapi serving on http://%s:%s/ with %d threads", shown_host, server.effective_port, config.threads)
+    # systemd and service managers stop us with SIGTERM: shut down as cleanly as on Ctrl+C.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        log.info("stopped")
+    finally:
+        server.close()
+    return 0
+
+
+def _create_server(config: Config, app: Any, host: str, port: int) -> Any:
+    import waitress
+
     from .scheduling import make_dispatcher
 
-    app = create_app(config)
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
     dispatcher = make_dispatcher(config)
     # Waitress takes a dispatcher only through this argument; see scheduling.py for why ours.
     dispatch = {} if dispatcher is None else {"_dispatcher": dispatcher}
-    server = waitress.create_server(
+    return waitress.create_server(
         app,
         **dispatch,
         host=host,
@@ -98,17 +183,6 @@ def serve(config: Config, host: str, port: int) -> int:
         # Waitress would otherwise strip X-Forwarded-For before the app sees it.
         clear_untrusted_proxy_headers=False,
     )
-    shown_host = f"[{host}]" if ":" in host else host
-    log.info("msgapi serving on http://%s:%s/ with %d threads", shown_host, server.effective_port, config.threads)
-    # systemd and service managers stop us with SIGTERM: shut down as cleanly as on Ctrl+C.
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        server.run()
-    except KeyboardInterrupt:
-        log.info("stopped")
-    finally:
-        server.close()
-    return 0
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -126,13 +200,21 @@ def _read_password(prompt: str) -> str:
 
 
 def _run_task(args: argparse.Namespace, config: Config) -> int:
+    import peewee
+
     from . import models, operations
     from .db import database, open_database
 
-    config.log_startup_warnings()
+    # The generated-key notice belongs to serve; a command shows it only when it made the key.
+    config.log_startup_warnings(key_notice=config.key_generated)
+    # A source that cannot be read stops the import before our own database is touched.
+    source = operations.open_source(args.source_url) if args.command == "import-django" else None
     database.initialize(open_database(config))
     try:
-        models.create_tables()
+        try:
+            models.create_tables()
+        except (peewee.OperationalError, peewee.InterfaceError) as exc:
+            raise _open_failure(config, exc) from None
         if args.command == "init-db":
             print("tables ready")
         elif args.command == "createuser":
@@ -145,7 +227,8 @@ def _run_task(args: argparse.Namespace, config: Config) -> int:
             user = operations.deactivate_user(args.username)
             print(f"deactivated {user.username!r}; every token they held has stopped working")
         elif args.command == "import-django":
-            report = operations.import_django(args.source_url)
+            assert source is not None
+            report = operations.import_django(source)
             print(
                 f"users: {report.users_added} added, {report.users_present} already here; "
                 f"messages: {report.messages_added} added, {report.messages_present} already here"
@@ -171,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         log.error("configuration error: %s", exc)
         return 2
-    except OperationError as exc:
+    except (OperationError, ServeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

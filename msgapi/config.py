@@ -7,10 +7,14 @@ naming the setting, so an operator sees exactly what to fix.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import re
 import secrets
+import stat
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -93,10 +97,16 @@ class Config:
     log_format: str = "text"
     # Problems worth an operator's attention that do not stop start-up.
     startup_warnings: tuple[str, ...] = dataclasses.field(default=(), compare=False)
+    # The one of them saying that the generated key is in use, and whether this process made it.
+    key_notice: str = dataclasses.field(default="", compare=False)
+    key_generated: bool = dataclasses.field(default=False, compare=False)
 
-    def log_startup_warnings(self) -> None:
+    def log_startup_warnings(self, key_notice: bool = True) -> None:
+        """Log the warnings; ``key_notice`` False leaves out the generated-key notice
+        (operator commands show it only when they generated the key)."""
         for warning in self.startup_warnings:
-            log.warning("%s", warning)
+            if key_notice or warning != self.key_notice:
+                log.warning("%s", warning)
 
     def effective_hash_concurrency(self) -> int:
         if self.hash_concurrency is not None:
@@ -177,25 +187,91 @@ def _validate_database_url(url: str) -> str:
     raise ConfigError(f"DATABASE_URL must start with sqlite:/// or postgresql://, got scheme {scheme!r}")
 
 
-def load_or_create_secret_key(key_file: Path) -> str:
-    """Read the generated key beside the SQLite file, creating it once if absent.
+def _check_sqlite_location(url: str) -> None:
+    """The SQLite file's folder must exist and be writable: SQLite writes the file, -wal and -shm there."""
+    path = sqlite_path(url)
+    folder = path.parent
+    if not folder.is_dir():
+        raise ConfigError(f"DATABASE_URL: the folder {folder} for the SQLite database does not exist; create it first")
+    if path.is_dir():
+        raise ConfigError(f"DATABASE_URL: {path} is a folder; name a database file in it")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"DATABASE_URL: the folder {folder} is not writable by this user; SQLite writes there")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise ConfigError(f"DATABASE_URL: {path} is not readable and writable by this user")
 
-    The file is created with ``O_EXCL`` so two processes starting together agree
-    on one key, and with mode 0600 where the platform has POSIX permissions
-    (on Windows the file inherits the folder's ACL, which is the owner's).
-    """
+
+# What secrets.token_urlsafe writes, at the minimum length.
+_GENERATED_KEY = re.compile(rf"[A-Za-z0-9_-]{{{MIN_SECRET_KEY_LENGTH},}}\Z")
+
+
+def _read_key_file(key_file: Path) -> str:
     try:
-        return key_file.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        pass
-    key = secrets.token_urlsafe(48)
-    try:
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return key_file.read_text(encoding="ascii").strip()
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(key + "\n")
+        key = key_file.read_text(encoding="ascii").strip()
+    except (UnicodeDecodeError, OSError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a key"
+        raise ConfigError(f"cannot read the key file {key_file}: {reason}; fix it, or set SECRET_KEY") from None
+    if not _GENERATED_KEY.match(key):
+        raise ConfigError(
+            f"the generated key file {key_file} is empty or malformed; "
+            "delete it to generate a new key (every token ends), or set SECRET_KEY"
+        )
     return key
+
+
+def _create_key_file(key_file: Path) -> bool:
+    """Write a new key to ``key_file`` unless one is there; True if this call wrote it.
+
+    The key is written to a private temporary file first and then linked into
+    place, so the file appears complete or not at all, and of processes starting
+    together the first to link wins and every one reads the same key.
+    """
+    fd, temporary = tempfile.mkstemp(dir=key_file.parent, prefix=key_file.name + ".", suffix=".tmp")  # mode 0600
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(secrets.token_urlsafe(48) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, key_file)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:
+            # A file system without hard links. Renaming refuses to replace on Windows;
+            # elsewhere it would, so look first (racy only on such file systems).
+            if key_file.exists():
+                return False
+            os.rename(temporary, key_file)
+            return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
+def load_or_create_secret_key(key_file: Path) -> tuple[str, bool]:
+    """The generated key beside the SQLite file, created once if absent; and whether it was created now.
+
+    The file has mode 0600 where the platform has POSIX permissions (on Windows it
+    inherits the folder's ACL, which is the owner's).
+    """
+    created = False
+    if not key_file.exists() and not key_file.is_symlink():
+        try:
+            created = _create_key_file(key_file)
+        except OSError as exc:
+            raise ConfigError(f"cannot write the key file {key_file}: {exc.strerror}; set SECRET_KEY") from None
+    return _read_key_file(key_file), created
+
+
+def _shared_with_others(path: Path) -> bool:
+    """True when ``path`` exists and its POSIX mode lets the group or others read or write it."""
+    if os.name != "posix":
+        return False
+    try:
+        return bool(stat.S_IMODE(path.stat().st_mode) & 0o077)
+    except OSError:
+        return False
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> Config:
@@ -205,18 +281,32 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
     warnings: list[str] = []
     database_url = _validate_database_url(environ.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL)
     is_sqlite = database_url.startswith("sqlite")
+    if is_sqlite:
+        _check_sqlite_location(database_url)
 
     secret_key = environ.get("SECRET_KEY", "")
+    key_notice = ""
+    key_generated = False
     if not secret_key:
         if not is_sqlite:
             raise ConfigError("SECRET_KEY is required with PostgreSQL: every process must sign with the same key")
         db_file = sqlite_path(database_url)
         key_file = db_file.with_name(db_file.name + ".secret_key")
-        secret_key = load_or_create_secret_key(key_file)
-        warnings.append(
+        secret_key, key_generated = load_or_create_secret_key(key_file)
+        key_notice = (
             f"SECRET_KEY is not set: using the generated key in {key_file}; "
             "set SECRET_KEY to share it between processes"
         )
+        warnings.append(key_notice)
+        if _shared_with_others(key_file):
+            warnings.append(f"{key_file} is readable by other users; restrict it with: chmod 600 {key_file}")
+    if is_sqlite:
+        db_file = sqlite_path(database_url)
+        for path in (db_file, *(db_file.with_name(db_file.name + suffix) for suffix in ("-wal", "-shm"))):
+            if _shared_with_others(path):
+                warnings.append(
+                    f"{path} holds password hashes and is readable by other users; restrict it with: chmod 600 {path}"
+                )
     if len(secret_key) < MIN_SECRET_KEY_LENGTH:
         raise ConfigError(f"SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters long, got {len(secret_key)}")
 
@@ -272,4 +362,6 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         metrics=_boolean(environ, "METRICS", False),
         log_format=log_format,
         startup_warnings=tuple(warnings),
+        key_notice=key_notice,
+        key_generated=key_generated,
     )

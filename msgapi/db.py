@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 import datetime
 import inspect
+import os
 import sqlite3
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import peewee
 from playhouse.db_url import parse
@@ -129,6 +130,19 @@ class _PooledPostgres(PooledPostgresqlDatabase):
         super()._close_raw(conn)
 
 
+def _create_owner_only(path: Any) -> None:
+    """Create the SQLite file, empty, readable by its owner only: it holds password hashes.
+
+    SQLite gives the -wal and -shm files it creates beside it the same mode.
+    """
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise ConfigError(f"DATABASE_URL: cannot create {path}: {exc.strerror}") from None
+
+
 def _casefold(value: str | None) -> str | None:
     return value.casefold() if isinstance(value, str) else value
 
@@ -145,6 +159,7 @@ def open_database(config: Config) -> peewee.Database:
     # Threads plus a little headroom: the runner's own start-up work and CLI commands.
     max_connections = config.threads + 4
     if config.is_sqlite:
+        _create_owner_only(sqlite_path(config.database_url))
         db = _ThreadSqlite(
             str(sqlite_path(config.database_url)),
             pragmas=SQLITE_PRAGMAS,
@@ -174,6 +189,39 @@ def open_database(config: Config) -> peewee.Database:
         timeout=10,
         **params,
     )
+
+
+def describe_open_failure(url: str, exc: Exception, setting: str = "DATABASE_URL") -> str:
+    """One line for an operator: which database could not be opened, why, and what to check.
+
+    Names the file, or the host, port, database and user; never the password.
+    """
+    reason = " ".join((str(exc).strip().splitlines() or [type(exc).__name__])[0].split())
+    parts = urlsplit(url)
+    if parts.password:
+        for secret in {parts.password, unquote(parts.password)}:
+            reason = reason.replace(secret, "***")
+    if url.startswith("sqlite"):
+        return (
+            f"cannot open the SQLite database {sqlite_path(url)}: {reason}; "
+            f"check {setting}, and that the file's folder exists and is writable"
+        )
+    try:
+        port = parts.port or 5432
+    except ValueError:
+        port = "?"
+    host = parts.hostname or "localhost"
+    name = unquote(parts.path[1:])
+    user = unquote(parts.username or "")
+    lowered = reason.lower()
+    if "database" in lowered and "does not exist" in lowered:
+        hint = f"create it (createdb {name}) or fix the database name in {setting}"
+    elif "password" in lowered or "authentication" in lowered or "role" in lowered:
+        hint = f"check the user name and password in {setting}"
+    else:
+        hint = f"check that PostgreSQL is running and accepts connections on {host}:{port}, and {setting}"
+    who = f" as user {user!r}" if user else ""
+    return f"cannot connect to PostgreSQL database {name!r} on {host}:{port}{who}: {reason}; {hint}"
 
 
 def release_connection() -> None:

@@ -2,6 +2,9 @@
 
 Every error response is ``application/problem+json`` with ``type``, ``title``,
 ``status`` and ``detail``; validation errors add ``errors``: field -> messages.
+The old service's clients read DRF's and simplejwt's bodies, so those members are
+kept as extensions: each bad field's messages also at the top level, ``code``
+(``token_not_valid``) on every 401 for a bad token, ``error`` on a message 404.
 No exception text or trace ever reaches a client: unexpected exceptions are
 logged with the request id and answered with a generic 500.
 """
@@ -24,6 +27,11 @@ log = logging.getLogger("msgapi.errors")
 PROBLEM_JSON = "application/problem+json"
 # How long a client should wait before retrying when the database is unavailable.
 RETRY_AFTER_SECONDS = 2
+# simplejwt's code for a bad, expired, revoked or wrong-type token: frontends refresh on it.
+TOKEN_NOT_VALID = "token_not_valid"
+# Members a field's messages must never replace at the top level of the body
+# (RFC 9457's own, and the extensions we add).
+PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail", "instance", "errors", "code", "error"})
 
 
 class ValidationFailed(falcon.HTTPBadRequest):
@@ -34,15 +42,35 @@ class ValidationFailed(falcon.HTTPBadRequest):
         self.errors = errors
 
 
+def with_members(exc: falcon.HTTPError, **members: Any) -> falcon.HTTPError:
+    """``exc`` whose problem body also carries ``members`` (extension members, RFC 9457 3.2)."""
+    exc.extensions = members  # type: ignore[attr-defined]
+    return exc
+
+
 def unauthorized(detail: str, *, token_sent: bool) -> falcon.HTTPUnauthorized:
-    """401 with the Bearer challenge; ``error="invalid_token"`` when a token was sent but is bad."""
+    """401 with the Bearer challenge.
+
+    When a token was sent but is bad: ``error="invalid_token"`` in the challenge and
+    simplejwt's ``"code": "token_not_valid"`` in the body.
+    """
     challenge = 'Bearer error="invalid_token"' if token_sent else "Bearer"
-    return falcon.HTTPUnauthorized(title="Not authenticated", description=detail, challenges=[challenge])
+    exc = falcon.HTTPUnauthorized(title="Not authenticated", description=detail, challenges=[challenge])
+    if token_sent:
+        with_members(exc, code=TOKEN_NOT_VALID)
+    return exc
+
+
+# simplejwt's answer to a Bearer token it cannot accept, whatever the reason.
+BEARER_TOKEN_NOT_VALID = "Given token not valid for any token type"
 
 
 def token_user_refused() -> falcon.HTTPUnauthorized:
-    """401 for a valid token whose user may no longer act (inactive, deleted, or tokens ended)."""
-    return unauthorized("The token's user is inactive, gone, or has ended this token.", token_sent=True)
+    """401 for a valid token whose user may no longer act (inactive, deleted, or tokens ended).
+
+    To a client this token is as dead as a revoked one, so it gets the same answer.
+    """
+    return unauthorized(BEARER_TOKEN_NOT_VALID, token_sent=True)
 
 
 def problem_body(exc: falcon.HTTPError) -> dict[str, Any]:
@@ -57,6 +85,12 @@ def problem_body(exc: falcon.HTTPError) -> dict[str, Any]:
     errors = getattr(exc, "errors", None)
     if errors:
         body["errors"] = errors
+        # DRF put each field's messages at the top level, where old clients look for them.
+        for field, messages in errors.items():
+            if field not in PROBLEM_MEMBERS:
+                body[field] = messages
+    for name, value in getattr(exc, "extensions", {}).items():
+        body.setdefault(name, value)
     return body
 
 

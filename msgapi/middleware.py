@@ -12,7 +12,7 @@ import falcon
 
 from . import logcontext, models
 from .db import release_connection
-from .errors import token_user_refused, unauthorized
+from .errors import BEARER_TOKEN_NOT_VALID, token_user_refused, unauthorized
 from .proxies import Network, client_address
 from .tokens import ACCESS, InvalidToken, TokenService
 
@@ -106,7 +106,7 @@ class BearerAuth:
         try:
             claims = self._tokens.decode(token, ACCESS)
         except InvalidToken:
-            raise unauthorized("The access token is invalid or expired.", token_sent=True) from None
+            raise unauthorized(BEARER_TOKEN_NOT_VALID, token_sent=True) from None
         req.context.claims = claims
         if req.method in getattr(resource, "checks_token_user", ()):
             return

@@ -10,7 +10,8 @@ import peewee
 from playhouse.db_url import connect as connect_url
 
 from . import models, passwords
-from .db import database, write_lock
+from .config import sqlite_path
+from .db import database, describe_open_failure, write_lock
 
 
 class OperationError(Exception):
@@ -63,13 +64,31 @@ def _columns(source: peewee.Database, table: str) -> set[str]:
     return {column.name for column in source.get_columns(table)}
 
 
-def import_django(source_url: str) -> ImportReport:
-    """Copy users and messages from the old Django service's database, keeping their ids.
+def open_source(source_url: str) -> peewee.Database:
+    """The old database, connected; a SQLite source is opened read-only and never created."""
+    scheme = source_url.split("://", 1)[0] if "://" in source_url else ""
+    if scheme == "sqlite":
+        path = sqlite_path(source_url)
+        if not path.is_file():
+            raise OperationError(f"no SQLite database at {path}; check the source URL")
+        source = peewee.SqliteDatabase(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    elif scheme in ("postgres", "postgresql"):
+        source = connect_url(source_url, connect_timeout=5)
+    else:
+        raise OperationError(f"the source URL must start with sqlite:/// or postgresql://, got scheme {scheme!r}")
+    try:
+        source.connect()
+    except (peewee.OperationalError, peewee.InterfaceError) as exc:
+        raise OperationError(describe_open_failure(source_url, exc, "the source URL")) from None
+    return source
+
+
+def import_django(source: peewee.Database) -> ImportReport:
+    """Copy users and messages from the old Django service's database (see ``open_source``), keeping their ids.
 
     Idempotent: rows whose id is already here are left alone. Usernames that differ
     only in letter case (one name here) stop the import before anything is written.
     """
-    source = connect_url(source_url)
     try:
         tables = set(source.get_tables())
         missing = {"auth_user", "api_message"} - tables

@@ -33,6 +33,10 @@ class InvalidToken(Exception):
     """The token is malformed, forged, expired, or of the wrong type."""
 
 
+class WrongTokenType(InvalidToken):
+    """A valid token of the other type (an access token where a refresh token belongs)."""
+
+
 class TokenService:
     def __init__(
         self, secret_key: str, access_lifetime: int, refresh_lifetime: int, clock: Callable[[], float] = time.time
@@ -101,7 +105,7 @@ class TokenService:
         if claims["iat"] > now + LEEWAY_SECONDS:
             raise InvalidToken("issued in the future")
         if expected_type is not None and claims["token_type"] != expected_type:
-            raise InvalidToken("wrong token type")
+            raise WrongTokenType("wrong token type")
         return dict(claims)
 
     def _verify_uncached(self, token: str) -> dict[str, Any]:

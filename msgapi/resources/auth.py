@@ -10,19 +10,23 @@ from ..body import FieldErrors, read_body
 from ..errors import ValidationFailed, unauthorized
 from ..passwords import HashingGate
 from ..ratelimit import RateLimiter
-from ..tokens import ACCESS, REFRESH, InvalidToken, TokenService
+from ..tokens import ACCESS, REFRESH, InvalidToken, TokenService, WrongTokenType
 from . import accounts
 from .accounts import no_store
 
 USERNAME_TAKEN = "A user with that username already exists."
-BAD_CREDENTIALS = "No active account found with the given credentials."
-BAD_TOKEN = "Token is invalid or expired."
+# simplejwt's texts, without a final period: clients compare them.
+BAD_CREDENTIALS = "No active account found with the given credentials"
+BAD_TOKEN = "Token is invalid or expired"
+WRONG_TOKEN_TYPE = "Token has wrong type"
 
 
 def _verified_claims(tokens: TokenService, token: str, expected_type: str | None) -> dict:
     """The token's claims, or 401 ``invalid_token``."""
     try:
         return tokens.decode(token, expected_type)
+    except WrongTokenType:
+        raise unauthorized(WRONG_TOKEN_TYPE, token_sent=True) from None
     except InvalidToken:
         raise unauthorized(BAD_TOKEN, token_sent=True) from None
 

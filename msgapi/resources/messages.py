@@ -6,7 +6,7 @@ import falcon
 
 from .. import models
 from ..body import FieldErrors, read_body
-from ..errors import token_user_refused
+from ..errors import token_user_refused, with_members
 from ..ratelimit import RateLimiter
 from .paging import next_link, parse_list_query
 
@@ -28,7 +28,10 @@ def parse_message_id(raw: str) -> int:
 
 
 def not_found() -> falcon.HTTPNotFound:
-    return falcon.HTTPNotFound(title="Not found", description="No message has this id.")
+    # "error" is the old service's body, which its clients read.
+    return with_members(
+        falcon.HTTPNotFound(title="Not found", description="No message has this id."), error="Message not found!"
+    )
 
 
 def count_write(limiter: RateLimiter, user_id: int) -> None:

@@ -1,0 +1,238 @@
+"""The files msgapi makes on SQLite without SECRET_KEY: the generated key, the database, its -wal and -shm.
+
+Concurrent first starts agree on one key; a broken key file is a one-line error;
+every file is owner-only on POSIX, and a file others can read is warned about.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import PASSWORD, TEST_HASH_ITERATIONS
+
+from msgapi.config import load_or_create_secret_key
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY_NOTICE = "SECRET_KEY is not set"
+# Bounded: each trial starts two servers on a fresh folder.
+CONCURRENT_START_TRIALS = 20
+posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+
+
+def environment(folder: Path) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if name != "SECRET_KEY"}
+    env.update(
+        {
+            "DATABASE_URL": f"sqlite:///{folder / 'msgapi.sqlite3'}",
+            "PASSWORD_HASH_ITERATIONS": str(TEST_HASH_ITERATIONS),
+            "AUTH_RATE_LIMIT": "off",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def run(*args: str, folder: Path, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=environment(folder),
+        cwd=folder,
+        timeout=120,
+    )
+
+
+def start(folder: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), "--port", "0", "--threads", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=environment(folder),
+        cwd=folder,
+    )
+
+
+def wait_until_serving(process: subprocess.Popen) -> tuple[str, list[str]]:
+    """The server's URL and its log so far; fails with the log if it exits instead."""
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        match = re.search(r"serving on (http://\S+?)/? ", line)
+        if match:
+            return match.group(1), lines
+    process.wait(timeout=30)
+    pytest.fail(f"the server exited with {process.returncode}:\n" + "".join(lines))
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if process.stdout:
+        process.stdout.close()
+
+
+def post(url: str, path: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def get_status(url: str, path: str, token: str) -> int:
+    request = urllib.request.Request(url + path, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def test_two_first_starts_together_come_up_with_the_same_key(tmp_path):
+    for trial in range(CONCURRENT_START_TRIALS):
+        folder = tmp_path / f"trial{trial}"
+        folder.mkdir()
+        first, second = start(folder), start(folder)
+        try:
+            first_url, _ = wait_until_serving(first)
+            second_url, _ = wait_until_serving(second)
+            # A token one process signed is accepted by the other: one key.
+            post(first_url, "/api/auth/register/", {"username": "alice", "password": PASSWORD})
+            access = post(first_url, "/api/auth/token/", {"username": "alice", "password": PASSWORD})["access"]
+            assert get_status(second_url, "/api/auth/me", access) == 200
+        finally:
+            stop(first)
+            stop(second)
+        assert sorted(path.name for path in folder.iterdir() if path.name.endswith((".secret_key", ".tmp"))) == [
+            "msgapi.sqlite3.secret_key"
+        ]
+
+
+def load_together(key_file: Path, threads: int) -> tuple[list[str], list[Exception]]:
+    """Load the key from ``threads`` threads released at once: the keys read, and the errors."""
+    barrier = threading.Barrier(threads)
+    keys: list[str] = []
+    failures: list[Exception] = []
+
+    def load() -> None:
+        barrier.wait()
+        try:
+            keys.append(load_or_create_secret_key(key_file)[0])
+        except Exception as exc:
+            failures.append(exc)
+
+    workers = [threading.Thread(target=load) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return keys, failures
+
+
+def test_first_uses_racing_in_threads_all_read_one_complete_key(tmp_path):
+    """Tighter than two processes: eight threads released together, each loading the key.
+
+    A key file that is visible before its key is written shows up here as an
+    empty key or an error in most trials.
+    """
+    for trial in range(50):
+        key_file = tmp_path / f"trial{trial}.secret_key"
+        keys, failures = load_together(key_file, 8)
+        assert failures == []
+        assert len(set(keys)) == 1 and len(keys[0]) >= 32
+        assert keys[0] == key_file.read_text(encoding="ascii").strip()
+    assert not [path for path in tmp_path.iterdir() if path.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("content", [b"", b"\n", b"short\n", b"\xff\xfe not text at all, not text at all\n"])
+def test_an_empty_or_malformed_key_file_is_one_line(tmp_path, content):
+    (tmp_path / "msgapi.sqlite3.secret_key").write_bytes(content)
+    line = one_line_error(run("--port", "0", folder=tmp_path))
+    assert "msgapi.sqlite3.secret_key" in line
+    assert (tmp_path / "msgapi.sqlite3.secret_key").read_bytes() == content
+
+
+def test_a_folder_where_the_key_file_belongs_is_one_line(tmp_path):
+    (tmp_path / "msgapi.sqlite3.secret_key").mkdir()
+    line = one_line_error(run("init-db", folder=tmp_path))
+    assert "msgapi.sqlite3.secret_key" in line
+
+
+@posix_only
+@pytest.mark.skipif(os.name == "posix" and os.geteuid() == 0, reason="root reads any file whatever its mode")
+def test_an_unreadable_key_file_is_one_line(tmp_path):
+    assert run("init-db", folder=tmp_path).returncode == 0
+    key_file = tmp_path / "msgapi.sqlite3.secret_key"
+    key_file.chmod(0)
+    try:
+        line = one_line_error(run("init-db", folder=tmp_path))
+    finally:
+        key_file.chmod(0o600)
+    assert "msgapi.sqlite3.secret_key" in line
+
+
+@posix_only
+def test_the_key_the_database_and_its_wal_and_shm_are_owner_only(tmp_path):
+    server = start(tmp_path)
+    try:
+        url, _ = wait_until_serving(server)
+        post(url, "/api/auth/register/", {"username": "alice", "password": PASSWORD})
+        names = ["msgapi.sqlite3", "msgapi.sqlite3-wal", "msgapi.sqlite3-shm", "msgapi.sqlite3.secret_key"]
+        # While the server runs, WAL mode keeps -wal and -shm beside the database.
+        modes = {name: stat.S_IMODE((tmp_path / name).stat().st_mode) for name in names}
+    finally:
+        stop(server)
+    assert modes == dict.fromkeys(names, 0o600)
+
+
+@posix_only
+@pytest.mark.parametrize("name", ["msgapi.sqlite3", "msgapi.sqlite3.secret_key"])
+def test_a_key_or_database_others_can_read_is_warned_about_at_start(tmp_path, name):
+    assert run("init-db", folder=tmp_path).returncode == 0
+    (tmp_path / name).chmod(0o644)
+    result = run("init-db", folder=tmp_path)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "readable by other users" in line]
+    assert len(warnings) == 1 and str(tmp_path / name) in warnings[0]
+
+
+def test_operator_commands_show_the_key_notice_only_when_they_make_the_key(tmp_path):
+    first = run("init-db", folder=tmp_path)
+    created = run("createuser", "alice", folder=tmp_path, stdin=PASSWORD + "\n")
+    assert created.returncode == 0, created.stderr
+    again = created.stderr + run("init-db", folder=tmp_path).stderr
+    assert first.stderr.count(KEY_NOTICE) == 1
+    assert again.count(KEY_NOTICE) == 0
+
+
+def test_serve_shows_the_key_notice_on_every_start(tmp_path):
+    assert run("init-db", folder=tmp_path).returncode == 0
+    server = start(tmp_path)
+    try:
+        _, log = wait_until_serving(server)
+    finally:
+        stop(server)
+    # Logged before "serving on", so the log read so far holds it.
+    assert sum(KEY_NOTICE in line for line in log) == 1
