@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -41,9 +42,9 @@ def environment(folder: Path) -> dict[str, str]:
     return env
 
 
-def run(*args: str, folder: Path, stdin: str = "") -> subprocess.CompletedProcess:
+def run(*args: str, folder: Path, stdin: str = "", prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), *args],
+        [*prefix, sys.executable, str(ROOT / "run.py"), *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -180,14 +181,27 @@ def test_a_folder_where_the_key_file_belongs_is_one_line(tmp_path):
     assert "msgapi.sqlite3.secret_key" in line
 
 
+def _without_root_file_access() -> tuple[str, ...]:
+    """A command prefix that runs root without the capabilities that ignore file modes.
+
+    Root reads any file whatever its mode; without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH
+    (util-linux's setpriv drops them from the bounding set) it obeys them like anyone.
+    """
+    if os.geteuid() != 0:
+        return ()
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.fail("running as root, this test needs util-linux's setpriv to drop root's file access")
+    return (setpriv, "--bounding-set", "-dac_override,-dac_read_search", "--")
+
+
 @posix_only
-@pytest.mark.skipif(os.name == "posix" and os.geteuid() == 0, reason="root reads any file whatever its mode")
 def test_an_unreadable_key_file_is_one_line(tmp_path):
     assert run("init-db", folder=tmp_path).returncode == 0
     key_file = tmp_path / "msgapi.sqlite3.secret_key"
     key_file.chmod(0)
     try:
-        line = one_line_error(run("init-db", folder=tmp_path))
+        line = one_line_error(run("init-db", folder=tmp_path, prefix=_without_root_file_access()))
     finally:
         key_file.chmod(0o600)
     assert "msgapi.sqlite3.secret_key" in line
