@@ -7,7 +7,7 @@ import falcon
 from .. import models
 from ..body import FieldErrors, read_body
 from ..errors import token_user_refused
-from .paging import next_link, parse_list_query
+from .paging import encode_cursor, next_link, parse_list_query
 
 MAX_CONTENT_LENGTH = 160
 
@@ -56,7 +56,10 @@ class MessageCollection:
             search=query.search,
         )
         if page.next_after is not None:
-            resp.append_header("Link", next_link(req, query, page.next_after))
+            cursor = encode_cursor(query.ordering, page.next_after)
+            resp.append_header("Link", next_link(req, cursor))
+            # The same cursor on its own, for clients (and generated ones) that do not parse Link.
+            resp.set_header("X-Next-Cursor", cursor)
         send_json(resp, page.json)
 
     on_head = on_get
