@@ -58,6 +58,8 @@ def test_a_low_iteration_count_is_accepted_with_a_warning():
         ("CORS_ALLOW_ORIGINS", "example.com"),
         ("CORS_ALLOW_ORIGINS", "*, https://a.example"),
         ("THREADS", "many"),
+        ("PORT", "http"),
+        ("PORT", "70000"),
         ("AUTH_RATE_LIMIT", "lots"),
         ("TRUSTED_PROXIES", "not-an-address"),
         ("LIST_PAGE_SIZE", "1001"),
