@@ -20,7 +20,7 @@ from .resources.health import Health
 from .resources.messages import MessageCollection, MessageItem
 from .tokens import TokenService
 
-EXPOSED_HEADERS = ["Location", "Link", "Retry-After", "X-Request-ID", "WWW-Authenticate"]
+EXPOSED_HEADERS = ["Location", "Link", "X-Next-Cursor", "Retry-After", "X-Request-ID", "WWW-Authenticate"]
 
 
 class AllowListCORS(falcon.CORSMiddleware):

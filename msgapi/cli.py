@@ -67,7 +67,9 @@ def _add_serve_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
     # Subparser options default to SUPPRESS so they do not overwrite the top-level ones.
     default = (lambda value: value) if defaults else (lambda value: argparse.SUPPRESS)
     parser.add_argument("--host", default=default("127.0.0.1"), help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=_port, default=default(8000), help="port to listen on (default 8000; 0: any)")
+    parser.add_argument(
+        "--port", type=_port, default=default(None), help="port to listen on (default: PORT, else 8000; 0: any)"
+    )
     parser.add_argument("--threads", type=int, default=default(None), help="worker threads (default: THREADS or 16)")
 
 
@@ -249,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         config = _load_config(getattr(args, "threads", None))
         logcontext.configure(config.log_format)
         if args.command in (None, "serve"):
-            return serve(config, args.host, args.port)
+            return serve(config, args.host, config.port if args.port is None else args.port)
         return _run_task(args, config)
     except ConfigError as exc:
         log.error("configuration error: %s", exc)

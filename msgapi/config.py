@@ -70,6 +70,8 @@ class Config:
     cors_allow_origins: tuple[str, ...] | None = ("*",)
     # Waitress worker threads; the PostgreSQL pool is sized from it.
     threads: int = 16
+    # The port ``serve`` listens on unless --port says otherwise (PaaS platforms set PORT); 0: any.
+    port: int = 8000
     max_body_bytes: int = MAX_BODY_BYTES
     # Per client address (and per username at the token endpoint); None: no limit.
     auth_rate_limit: Rate | None = Rate(10, 60)
@@ -142,6 +144,15 @@ def _rate(environ: Mapping[str, str], name: str, default: str) -> Rate | None:
         raise ConfigError(
             f"{name} must look like '10/minute' (second, minute, hour, day) or 'off', got {raw!r}"
         ) from None
+
+
+def _port(environ: Mapping[str, str]) -> int:
+    raw = environ.get("PORT", "").strip()
+    if not raw:
+        return 8000
+    if not (raw.isascii() and raw.isdigit() and int(raw) <= 65535):
+        raise ConfigError(f"PORT must be a port number from 0 to 65535, got {raw!r}")
+    return int(raw)
 
 
 def _cors_origins(raw: str | None) -> tuple[str, ...] | None:
@@ -348,6 +359,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         password_hash_iterations=iterations,
         cors_allow_origins=_cors_origins(environ.get("CORS_ALLOW_ORIGINS")),
         threads=_positive_int(environ, "THREADS", 16),
+        port=_port(environ),
         auth_rate_limit=auth_rate_limit,
         rate_limit_ipv6_prefix=ipv6_prefix,
         write_rate_limit=write_rate_limit,

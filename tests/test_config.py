@@ -62,6 +62,8 @@ def test_a_low_iteration_count_is_accepted_with_a_warning():
         ("CORS_ALLOW_ORIGINS", "example.com"),
         ("CORS_ALLOW_ORIGINS", "*, https://a.example"),
         ("THREADS", "many"),
+        ("PORT", "http"),
+        ("PORT", "70000"),
         ("AUTH_RATE_LIMIT", "lots"),
         ("WRITE_RATE_LIMIT", "lots"),
         ("RATE_LIMIT_IPV6_PREFIX", "129"),

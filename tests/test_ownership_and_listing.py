@@ -360,6 +360,32 @@ def test_next_link_keeps_non_ascii_search_intact(app, auth, create_message):
     assert len(app.get(url).json) == 1
 
 
+def test_next_cursor_header_is_the_cursor_in_the_link(app):
+    insert_n(5)
+    resp = app.get("/api/messages?limit=2&ordering=id")
+    assert resp.headers.getall("X-Next-Cursor") == [cursor_of(next_url(resp))]
+    head = app.head("/api/messages?limit=2&ordering=id")
+    assert head.headers["X-Next-Cursor"] == resp.headers["X-Next-Cursor"]
+
+
+def test_following_next_cursor_walks_every_message_once(app):
+    ids = insert_n(7)
+    seen, cursor = [], ""
+    while cursor is not None:
+        resp = app.get("/api/messages", {"limit": 3, "ordering": "id", "cursor": cursor})
+        seen += [message["id"] for message in resp.json]
+        cursor = resp.headers.get("X-Next-Cursor")
+        assert (cursor is None) == (next_url(resp) is None)
+    assert seen == ids
+
+
+def test_next_cursor_is_exposed_to_browsers(app):
+    insert_n(2)
+    resp = app.get("/api/messages?limit=1", headers={"Origin": "https://app.example"})
+    exposed = {name.strip().lower() for name in resp.headers["Access-Control-Expose-Headers"].split(",")}
+    assert {"link", "x-next-cursor"} <= exposed
+
+
 # --- listing: walking pages --------------------------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ from .. import models
 from ..body import FieldErrors, read_body
 from ..errors import token_user_refused, with_members
 from ..ratelimit import RateLimiter
-from .paging import next_link, parse_list_query
+from .paging import encode_cursor, next_link, parse_list_query
 
 MAX_CONTENT_LENGTH = 160
 
@@ -68,7 +68,10 @@ class MessageCollection:
             time_limit_ms=self._time_limit_ms,
         )
         if page.next_after is not None:
-            resp.append_header("Link", next_link(req, query, page.next_after))
+            cursor = encode_cursor(query.ordering, page.next_after)
+            resp.append_header("Link", next_link(req, cursor))
+            # The same cursor on its own, for clients (and generated ones) that do not parse Link.
+            resp.set_header("X-Next-Cursor", cursor)
         send_json(resp, page.json)
 
     on_head = on_get

@@ -117,8 +117,8 @@ def parse_list_query(req: falcon.Request, default_limit: int) -> ListQuery:
     return ListQuery(limit=limit, ordering=ordering, after=after, author=author, search=search or None)
 
 
-def next_link(req: falcon.Request, query: ListQuery, after: tuple[Any, int]) -> str:
-    """``Link`` header value for the page after position ``after``, keeping every other parameter."""
+def next_link(req: falcon.Request, cursor: str) -> str:
+    """``Link`` header value for the page at ``cursor``, keeping every other parameter."""
     params = [(name, value) for name, value in req.params.items() if name != "cursor"]
-    params.append(("cursor", encode_cursor(query.ordering, after)))
+    params.append(("cursor", cursor))
     return f'<{req.path}?{urlencode(params)}>; rel="next"'
