@@ -18,7 +18,7 @@ from .resources.health import Health
 from .resources.messages import MessageCollection, MessageItem
 from .tokens import TokenService
 
-EXPOSED_HEADERS = ["Location", "Link", "Retry-After", "X-Request-ID", "WWW-Authenticate"]
+EXPOSED_HEADERS = ["Location", "Link", "Retry-After", "X-Request-ID", "WWW-Authenticate", "ETag"]
 
 
 def _cors(config: Config) -> list[falcon.CORSMiddleware]:
@@ -68,7 +68,7 @@ def create_app(config: Config | None = None) -> falcon.App:
     app.add_route("/api/auth/password", PasswordChange(tokens, iterations, gate))
     app.add_route("/api/users/{id}", UserAdmin())
     app.add_route("/api/messages", MessageCollection(config.list_page_size))
-    app.add_route("/api/messages/{id}", MessageItem())
+    app.add_route("/api/messages/{id}", MessageItem(config.require_preconditions))
     app.add_route("/healthz", Health())
     if metrics:
         # Switched off by default, and kept out of openapi.yaml: it is for operators, not clients.
