@@ -67,7 +67,7 @@ def create_app(config: Config | None = None) -> falcon.App:
     app.add_route("/api/auth/me", Me())
     app.add_route("/api/auth/password", PasswordChange(tokens, iterations, gate))
     app.add_route("/api/users/{id}", UserAdmin())
-    app.add_route("/api/messages", MessageCollection(config.list_page_size))
+    app.add_route("/api/messages", MessageCollection(config.list_page_size, config.idempotency_key_ttl))
     app.add_route("/api/messages/{id}", MessageItem(config.require_preconditions))
     app.add_route("/healthz", Health())
     if metrics:

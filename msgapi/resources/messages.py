@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import re
+import time
 
 import falcon
 
@@ -48,12 +50,28 @@ def read_content(req: falcon.Request) -> str:
     return content
 
 
+# At most 255 characters, none of them a control character (the header's value, as sent, is the key).
+_IDEMPOTENCY_KEY = re.compile(r"[^\x00-\x1f\x7f]{1,255}\Z")
+
+
+def read_idempotency_key(req: falcon.Request) -> str | None:
+    """The ``Idempotency-Key`` header, if sent; 400 if it is empty, too long or holds control characters."""
+    key = req.get_header("Idempotency-Key")
+    if key is not None and not _IDEMPOTENCY_KEY.match(key):
+        raise falcon.HTTPBadRequest(
+            title="Invalid Idempotency-Key",
+            description="An Idempotency-Key must be 1 to 255 characters, without control characters.",
+        )
+    return key
+
+
 class MessageCollection:
     auth_methods = frozenset({"POST"})
     checks_token_user = frozenset({"POST"})  # models.create_message checks the token's user
 
-    def __init__(self, page_size: int) -> None:
+    def __init__(self, page_size: int, idempotency_key_ttl: int = 24 * 3600) -> None:
         self._page_size = page_size
+        self._idempotency_key_ttl = idempotency_key_ttl
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         query = parse_list_query(req, self._page_size)
@@ -73,19 +91,53 @@ class MessageCollection:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         claims = req.context.claims
         try:
+            key = read_idempotency_key(req)
             content = read_content(req)
         except falcon.HTTPError:
             # A refused token outranks a bad body, as on every other endpoint.
             if models.User.for_token(claims) is None:
                 raise token_user_refused() from None
             raise
-        created = models.create_message(content, claims)
+        created = models.create_message(content, claims) if key is None else self._create_once(content, claims, key)
         if created is None:
             raise token_user_refused()
         message_id, message = created
         resp.status = falcon.HTTP_201
         resp.location = f"/api/messages/{message_id}"
         send_message(resp, message)
+
+    def _create_once(self, content: str, claims: dict, key: str) -> tuple[int, models.RenderedMessage] | None:
+        """Create under an Idempotency-Key: the first request with it creates; the rest get its answer."""
+        if models.User.for_token(claims) is None:
+            return None
+        user_id = claims["user_id"]
+        fingerprint = hashlib.sha256(content.encode("utf-8")).hexdigest()
+        found = models.claim_idempotency_key(user_id, key, fingerprint, int(time.time()), self._idempotency_key_ttl)
+        if found.mismatch:
+            raise falcon.HTTPUnprocessableEntity(
+                title="Idempotency key reused",
+                description="This Idempotency-Key was used for a different request; use a new key.",
+            )
+        if found.replay is not None:
+            return found.replay
+        if found.claim is None:
+            raise key_in_flight()
+        try:
+            created = models.create_message_once(content, claims, key, found.claim)
+        except Exception:
+            models.release_idempotency_key(user_id, key, found.claim)
+            raise
+        if created is False:
+            raise key_in_flight()
+        return created
+
+
+def key_in_flight() -> falcon.HTTPConflict:
+    return falcon.HTTPConflict(
+        title="Request in progress",
+        description="A request with this Idempotency-Key is still being processed; retry shortly.",
+        headers={"Retry-After": "1"},
+    )
 
 
 def precondition_failed() -> falcon.HTTPPreconditionFailed:
