@@ -222,3 +222,24 @@ def test_a_delete_and_edits_racing_with_one_etag_exactly_one_wins(live_server):
         else:
             assert client.request("GET", path).status == 200
             assert 404 not in losers
+
+
+def test_conditional_answers_conform_to_the_spec(make_app):
+    from test_openapi import MESSAGE, MESSAGES, conforms
+
+    app = make_app(require_preconditions=True)
+    register(app, "alice")
+    auth = bearer(obtain_tokens(app, "alice")["access"])
+    created = app.post_json(MESSAGES, {"content": "hello"}, headers=auth)
+    conforms(created, MESSAGES, "post")
+    url = url_of(created.json)
+    conforms(app.get(url), MESSAGE, "get")
+    conforms(app.head(url), MESSAGE, "head")
+    stale = {**auth, "If-Match": '"1"'}
+    for method in ("put", "patch", "delete"):
+        conforms(write(app, method.upper(), url, stale), MESSAGE, method)
+        conforms(write(app, method.upper(), url, auth), MESSAGE, method)
+    current = {**auth, "If-Match": created.headers["ETag"]}
+    conforms(app.put_json(url, {"content": "x"}, headers=current), MESSAGE, "put")
+    conforms(app.patch_json(url, {"content": "y"}, headers={**auth, "If-Match": "*"}), MESSAGE, "patch")
+    conforms(app.delete(url, headers={**auth, "If-Match": "*"}), MESSAGE, "delete")

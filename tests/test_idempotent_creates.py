@@ -206,3 +206,12 @@ def test_a_retry_after_a_restart_gets_the_first_answer(live_server):
         first.body,
     )
     assert len(listed) == 1
+
+
+def test_idempotent_answers_conform_to_the_spec(app, auth):
+    from test_openapi import MESSAGES, conforms
+
+    for resp in (post(app, auth, "k"), post(app, auth, "k"), post(app, auth, "k", "other"), post(app, auth, "")):
+        conforms(resp, MESSAGES, "post")
+    _claim("in-flight", "hello", age=0)
+    conforms(post(app, auth, "in-flight"), MESSAGES, "post")
