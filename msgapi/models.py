@@ -793,6 +793,9 @@ def claim_idempotency_key(user_id: int, key: str, fingerprint: str, now: int, tt
             .where(expired)
             .limit(IDEMPOTENCY_PRUNE_BATCH)
         )
+        if not isinstance(database.obj, peewee.SqliteDatabase):
+            # Two claims pruning at once skip each other's rows instead of deadlocking on them.
+            oldest = oldest.for_update("FOR UPDATE SKIP LOCKED")
         IdempotencyKey.delete().where(
             peewee.Tuple(IdempotencyKey.user, IdempotencyKey.key).in_(oldest)
             | (_this_key(user_id, key) & expired)

@@ -158,6 +158,24 @@ def test_an_expired_key_may_be_used_again_and_old_keys_are_pruned_in_bounded_bat
     assert {row.key for row in key_rows()} == {"k", "another"}
 
 
+def test_concurrent_creates_prune_expired_keys_together_without_error(app, auth):
+    old = int(time.time()) - 2 * 86400
+    with database.connection_context():
+        models.IdempotencyKey.insert_many(
+            [{"user": 1, "key": f"old-{n}", "fingerprint": "f", "claim": "c", "created_at": old} for n in range(400)]
+        ).execute()
+    barrier = threading.Barrier(8, timeout=BARRIER_TIMEOUT)
+
+    def create(index: int) -> int:
+        barrier.wait()
+        return post(app, auth, f"new-{index}", f"message {index}").status_int
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert list(pool.map(create, range(8))) == [201] * 8
+    assert message_count() == 8
+    assert sum(row.key.startswith("old-") for row in key_rows()) < 400
+
+
 # --- Over a live server: concurrent retries, and a restart between a create and its retry ------
 
 
