@@ -70,4 +70,19 @@ CREATE TABLE IF NOT EXISTS revoked_families (
 );
 CREATE INDEX IF NOT EXISTS revoked_families_expires_at ON revoked_families (expires_at);
 
+-- Idempotency-Key of message creates, per user: claimed while the message is written, then
+-- the first answer, replayed to retries; kept IDEMPOTENCY_KEY_TTL seconds.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    user_id     INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    key         VARCHAR(255) NOT NULL,
+    fingerprint VARCHAR(64) NOT NULL,   -- SHA-256 of the request's content
+    claim       VARCHAR(32) NOT NULL,   -- the request creating it now
+    created_at  BIGINT NOT NULL,        -- Unix time it was claimed (or taken over)
+    message_id  INTEGER,                -- null while in flight; no foreign key: the answer outlives the message
+    response    TEXT,                   -- the 201's body
+    etag        VARCHAR(32),
+    PRIMARY KEY (user_id, key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_created_at ON idempotency_keys (created_at);
+
 COMMIT;

@@ -20,7 +20,7 @@ from .resources.health import Health
 from .resources.messages import MessageCollection, MessageItem
 from .tokens import TokenService
 
-EXPOSED_HEADERS = ["Location", "Link", "X-Next-Cursor", "Retry-After", "X-Request-ID", "WWW-Authenticate"]
+EXPOSED_HEADERS = ["Location", "Link", "X-Next-Cursor", "Retry-After", "X-Request-ID", "WWW-Authenticate", "ETag"]
 
 
 class AllowListCORS(falcon.CORSMiddleware):
@@ -87,9 +87,10 @@ def create_app(config: Config | None = None) -> falcon.App:
     app.add_route("/api/auth/password", PasswordChange(tokens, iterations, limiter, gate))
     app.add_route("/api/users/{id}", UserAdmin())
     app.add_route(
-        "/api/messages", MessageCollection(config.list_page_size, write_limiter, config.list_time_limit_ms)
+        "/api/messages",
+        MessageCollection(config.list_page_size, write_limiter, config.list_time_limit_ms, config.idempotency_key_ttl),
     )
-    app.add_route("/api/messages/{id}", MessageItem(write_limiter))
+    app.add_route("/api/messages/{id}", MessageItem(write_limiter, config.require_preconditions))
     app.add_route("/healthz", Health())
     if metrics:
         # Switched off by default, and kept out of openapi.yaml: it is for operators, not clients.

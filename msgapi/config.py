@@ -97,6 +97,10 @@ class Config:
     metrics: bool = False
     # "text" (readable lines) or "json" (one JSON object per line).
     log_format: str = "text"
+    # PUT, PATCH and DELETE of a message without If-Match are 428.
+    require_preconditions: bool = False
+    # How long an Idempotency-Key's answer is kept, in seconds.
+    idempotency_key_ttl: int = 24 * 3600
     # Problems worth an operator's attention that do not stop start-up.
     startup_warnings: tuple[str, ...] = dataclasses.field(default=(), compare=False)
     # The one of them saying that the generated key is in use, and whether this process made it.
@@ -373,6 +377,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         rotate_refresh_tokens=_boolean(environ, "ROTATE_REFRESH_TOKENS", False),
         metrics=_boolean(environ, "METRICS", False),
         log_format=log_format,
+        require_preconditions=_boolean(environ, "REQUIRE_PRECONDITIONS", False),
+        idempotency_key_ttl=_positive_int(environ, "IDEMPOTENCY_KEY_TTL", 24 * 3600),
         startup_warnings=tuple(warnings),
         key_notice=key_notice,
         key_generated=key_generated,

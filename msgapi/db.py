@@ -147,6 +147,17 @@ def _casefold(value: str | None) -> str | None:
     return value.casefold() if isinstance(value, str) else value
 
 
+def _next_updated_at(current: str | None, now: str) -> str:
+    """``now``, or a microsecond after ``current`` if ``now`` is not later (both as SQLite stores them)."""
+    if current is None:
+        return now
+    previous = datetime.datetime.fromisoformat(current)
+    if datetime.datetime.fromisoformat(now) > previous:
+        return now
+    # str() is how the datetime adapter writes it: "2026-11-24 18:35:32.123457".
+    return str(previous + datetime.timedelta(microseconds=1))
+
+
 def open_database(config: Config) -> peewee.Database:
     """A pooled database for ``config.database_url``, not yet connected."""
     global _serialise_writes
@@ -169,6 +180,8 @@ def open_database(config: Config) -> peewee.Database:
         )
         # Unicode-aware case folding for search; SQLite's own lower() knows only ASCII.
         db.register_function(_casefold, "msgapi_casefold", 1)
+        # Edits move updated_at strictly forward (see models._next_updated_at).
+        db.register_function(_next_updated_at, "msgapi_next_updated_at", 2)
         return db
     params = parse(config.database_url)
     # playhouse leaves percent-escapes in the credentials; libpq wants them decoded.

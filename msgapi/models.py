@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import re
+import secrets
 import types
 import unicodedata
 import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import peewee
 
@@ -428,20 +430,65 @@ def _first_message(cursor: Any) -> Any:
     return rows[0] if rows else None
 
 
-def _rendered_message(cursor: Any) -> str | None:
-    """The JSON text of a statement whose only column is ``_message_as_json``, or None."""
+class RenderedMessage(NamedTuple):
+    """A message as the API shows it (see _message_as_json) and its entity tag."""
+
+    json: str
+    etag: str
+
+
+_EPOCH = datetime.datetime(1970, 1, 1)
+_MICROSECOND = datetime.timedelta(microseconds=1)
+_ETAG = re.compile(r'"(-?[0-9a-f]{1,15})"\Z')
+
+
+def message_etag(updated_at: Any) -> str:
+    """The strong entity tag of a message's editable state: its ``updated_at``, in microseconds.
+
+    Every edit moves ``updated_at`` forward by at least a microsecond (see ``_next_updated_at``),
+    so within one message a tag names one content. ``views`` is not part of it: a read is no edit.
+    """
+    return f'"{(_timestamp(updated_at) - _EPOCH) // _MICROSECOND:x}"'
+
+
+def etag_timestamp(etag: str) -> datetime.datetime | None:
+    """The ``updated_at`` a strong tag of ours stands for; None for anything else (weak tags too)."""
+    match = _ETAG.match(etag)
+    if match is None:
+        return None
+    try:
+        return _EPOCH + int(match.group(1), 16) * _MICROSECOND
+    except OverflowError:
+        return None
+
+
+def _rendered_message(cursor: Any) -> RenderedMessage | None:
+    """The message of a statement whose columns are ``_message_as_json`` and ``updated_at``, or None."""
     row = _first_message(cursor)
-    return None if row is None else row[0]
+    return None if row is None else RenderedMessage(row[0], message_etag(row[1]))
+
+
+def _next_updated_at(now: Any) -> peewee.Node:
+    """``now``, or a microsecond after the current ``updated_at`` if the clock has not passed it.
+
+    So two edits of one message never share an ``updated_at``, whatever the clocks of the
+    processes that made them: the entity tag changes with every edit.
+    """
+    if isinstance(database.obj, peewee.SqliteDatabase):
+        return peewee.fn.msgapi_next_updated_at(Message.updated_at, now)
+    return peewee.fn.GREATEST(now, Message.updated_at + peewee.SQL("interval '1 microsecond'"))
 
 
 _GET_MESSAGE = PreparedQuery(
-    lambda message_id: Message.select(_message_as_json(_MESSAGE_ROW)).where(Message.id == message_id),
+    lambda message_id: Message.select(_message_as_json(_MESSAGE_ROW), Message.updated_at).where(
+        Message.id == message_id
+    ),
 )
 _COUNT_VIEW = PreparedQuery(
     lambda message_id: (
         Message.update(views=Message.views + 1)
         .where(Message.id == message_id)
-        .returning(_message_as_json(_MESSAGE_ROW))
+        .returning(_message_as_json(_MESSAGE_ROW), Message.updated_at)
     ),
 )
 _CREATE_MESSAGE = PreparedQuery(
@@ -455,16 +502,28 @@ _CREATE_MESSAGE = PreparedQuery(
             & _login_not_revoked(family)
         ),
         fields=[Message.content, Message.views, Message.created_at, Message.updated_at, Message.author],
-    ).returning(_message_as_json(_MESSAGE_ROW), Message.id),
+    ).returning(_message_as_json(_MESSAGE_ROW), Message.id, Message.updated_at),
 )
 _REPLACE_CONTENT = PreparedQuery(
     lambda message_id, content, now: (
-        Message.update(content=content, views=0, updated_at=now)
+        Message.update(content=content, views=0, updated_at=_next_updated_at(now))
         .where(Message.id == message_id)
-        .returning(_message_as_json(_MESSAGE_ROW))
+        .returning(_message_as_json(_MESSAGE_ROW), Message.updated_at)
+    ),
+)
+# The same, only if the message is still in the state the client saw: the check and the
+# write are one statement, so no other edit can come between them.
+_REPLACE_CONTENT_IF = PreparedQuery(
+    lambda message_id, content, now, updated_at: (
+        Message.update(content=content, views=0, updated_at=_next_updated_at(now))
+        .where((Message.id == message_id) & (Message.updated_at == updated_at))
+        .returning(_message_as_json(_MESSAGE_ROW), Message.updated_at)
     ),
 )
 _AUTHOR_OF = PreparedQuery(lambda message_id: Message.select(Message.author).where(Message.id == message_id))
+_WRITE_TARGET = PreparedQuery(
+    lambda message_id: Message.select(Message.author, Message.updated_at).where(Message.id == message_id)
+)
 
 def _raw_model_data_works() -> bool:
     """Whether this Peewee builds a model without defaults and keeps its values in ``__data__``.
@@ -497,18 +556,23 @@ _TOKEN_USER = PreparedQuery(
     ),
 )
 _DELETE_MESSAGE = PreparedQuery(lambda message_id: Message.delete().where(Message.id == message_id))
+_DELETE_MESSAGE_IF = PreparedQuery(
+    lambda message_id, updated_at: Message.delete().where(
+        (Message.id == message_id) & (Message.updated_at == updated_at)
+    )
+)
 
 
-# Messages come back from these as the API's JSON text (see _message_as_json), or None
-# when there is no such message.
+# Messages come back from these as the API's JSON text (see _message_as_json) with their
+# entity tag, or None when there is no such message.
 
 
-def get_message(message_id: int) -> str | None:
+def get_message(message_id: int) -> RenderedMessage | None:
     """The message without counting a view (HEAD)."""
     return _rendered_message(_GET_MESSAGE.execute(message_id))
 
 
-def count_view(message_id: int) -> str | None:
+def count_view(message_id: int) -> RenderedMessage | None:
     """Count one view and return the message as that view left it.
 
     On PostgreSQL through the group commit (see viewcount.py): the views that arrive
@@ -534,7 +598,7 @@ _VIEW_BATCHERS: weakref.WeakKeyDictionary[peewee.Database, ViewBatcher] = weakre
 _VIEW_BATCH_SQL: dict[peewee.Database, tuple[str, list[Any]]] = {}
 
 
-def _count_views_postgres(ids: Sequence[int], counts: Sequence[int]) -> list[tuple[int, str]]:
+def _count_views_postgres(ids: Sequence[int], counts: Sequence[int]) -> list[tuple[int, RenderedMessage]]:
     """Add ``counts[i]`` views to message ``ids[i]``, in one statement; k rows per message.
 
     Row i of a message with k views holds it as the i-th of them left it (``views - k + i``),
@@ -564,16 +628,18 @@ def _count_views_postgres(ids: Sequence[int], counts: Sequence[int]) -> list[tup
             "counted AS (UPDATE messages m SET views = m.views + batch.k "
             "FROM batch JOIN locked ON locked.id = batch.id WHERE m.id = batch.id "
             "RETURNING m.id, m.content, m.views, m.created_at, m.updated_at, m.author_id, batch.k) "
-            f"SELECT counted.id, {rendered} FROM counted CROSS JOIN LATERAL generate_series(1, counted.k) AS nth(n) "
+            f"SELECT counted.id, {rendered}, counted.updated_at "
+            "FROM counted CROSS JOIN LATERAL generate_series(1, counted.k) AS nth(n) "
             "LEFT JOIN users author_user ON author_user.id = counted.author_id ORDER BY counted.id, nth.n"
         )
         compiled = _VIEW_BATCH_SQL.setdefault(db, (sql, params))
     sql, params = compiled
-    return database.execute_sql(sql, [list(ids), list(counts), *params]).fetchall()
+    rows = database.execute_sql(sql, [list(ids), list(counts), *params]).fetchall()
+    return [(message_id, RenderedMessage(text, message_etag(updated_at))) for message_id, text, updated_at in rows]
 
 
-def create_message(content: str, claims: dict[str, Any]) -> tuple[int, str] | None:
-    """(id, JSON) of a new message by the user an access token speaks for.
+def create_message(content: str, claims: dict[str, Any]) -> tuple[int, RenderedMessage] | None:
+    """(id, message) of a new message by the user an access token speaks for.
 
     The check ``User.for_token`` makes (the user exists, is active and still on the
     token's version, and the token's login was not revoked) is part of the INSERT
@@ -587,25 +653,42 @@ def create_message(content: str, claims: dict[str, Any]) -> tuple[int, str] | No
         row = _first_message(_CREATE_MESSAGE.execute(content, utcnow(), author_id, version, claims["fam"]))
     if row is None:
         return None
-    message_json, message_id = row
-    return message_id, message_json
+    message_json, message_id, updated_at = row
+    return message_id, RenderedMessage(message_json, message_etag(updated_at))
 
 
-def replace_content(message_id: int, content: str) -> str | None:
-    """New content, views back to 0, ``updated_at`` now; None if the message is gone."""
+def replace_content(
+    message_id: int, content: str, if_updated_at: datetime.datetime | None = None
+) -> RenderedMessage | None:
+    """New content, views back to 0, ``updated_at`` now; None if the message is gone.
+
+    With ``if_updated_at``, only if the message still has that ``updated_at`` (its entity
+    tag): None too when it has changed since.
+    """
     with write_lock():
-        return _rendered_message(_REPLACE_CONTENT.execute(message_id, content, utcnow()))
+        if if_updated_at is None:
+            return _rendered_message(_REPLACE_CONTENT.execute(message_id, content, utcnow()))
+        return _rendered_message(_REPLACE_CONTENT_IF.execute(message_id, content, utcnow(), if_updated_at))
 
 
-def delete_message(message_id: int) -> bool:
+def delete_message(message_id: int, if_updated_at: datetime.datetime | None = None) -> bool:
+    """Delete; with ``if_updated_at``, only if the message still has that ``updated_at``."""
     with write_lock():
-        return _DELETE_MESSAGE.execute(message_id).rowcount > 0
+        if if_updated_at is None:
+            return _DELETE_MESSAGE.execute(message_id).rowcount > 0
+        return _DELETE_MESSAGE_IF.execute(message_id, if_updated_at).rowcount > 0
 
 
 def find_author_id(message_id: int) -> tuple[bool, int | None]:
     """(exists, author's id or None): what a write needs to decide 404 or 403."""
     row = _AUTHOR_OF.execute(message_id).fetchone()
     return (False, None) if row is None else (True, row[0])
+
+
+def find_write_target(message_id: int) -> tuple[int | None, str] | None:
+    """(author's id or None, entity tag) of a message, or None if there is none: 404, 403, 412."""
+    row = _WRITE_TARGET.execute(message_id).fetchone()
+    return None if row is None else (row[0], message_etag(row[1]))
 
 
 def create_user(username: str, password_hash: str, **profile: Any) -> User:
@@ -779,7 +862,132 @@ def is_token_revoked(jti: str) -> bool:
     return RevokedToken.select().where(RevokedToken.jti == jti).exists()
 
 
-ALL_MODELS = (User, Message, RateLimitHit, RevokedToken, RevokedFamily)
+class IdempotencyKey(BaseModel):
+    """A create's ``Idempotency-Key``, per user: claimed while its message is written, then its answer.
+
+    Kept in the database so that a retry reaching another process, or this one after a
+    restart, finds it. ``response`` is None while the create is in flight.
+    """
+
+    user = peewee.ForeignKeyField(User, on_delete="CASCADE", index=False)
+    key = peewee.CharField(max_length=255)
+    fingerprint = peewee.CharField(max_length=64)  # SHA-256 of the request's content
+    claim = peewee.CharField(max_length=32)  # the request creating it now (random)
+    created_at = peewee.BigIntegerField(index=True)  # Unix time: claimed, or taken over
+    message_id = peewee.IntegerField(null=True)  # no foreign key: the answer outlives the message
+    response = peewee.TextField(null=True)
+    etag = peewee.CharField(max_length=32, null=True)
+
+    class Meta:
+        table_name = "idempotency_keys"
+        primary_key = peewee.CompositeKey("user", "key")
+
+
+# A claim older than this is taken to be from a request that died, and may be taken over.
+IDEMPOTENCY_LEASE_SECONDS = 30
+# Expired keys deleted per claim: pruning never makes one create slow.
+IDEMPOTENCY_PRUNE_BATCH = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyClaim:
+    """What claiming an idempotency key found: exactly one of these is set, or neither (in flight)."""
+
+    claim: str | None = None  # claimed: create the message with create_message_once
+    replay: tuple[int, RenderedMessage] | None = None  # done before: (id, message) as first answered
+    mismatch: bool = False  # used before for a different request
+
+
+def _this_key(user_id: int, key: str) -> peewee.Expression:
+    return (IdempotencyKey.user == user_id) & (IdempotencyKey.key == key)
+
+
+def claim_idempotency_key(user_id: int, key: str, fingerprint: str, now: int, ttl: int) -> KeyClaim:
+    """Claim ``key`` for a create by ``user_id``, or say what an earlier request with it left.
+
+    One INSERT decides between concurrent requests with one key: the one that inserts
+    the row creates the message; the others find the row, in flight or answered.
+    """
+    claim = secrets.token_hex(16)
+    with write_lock(), database.atomic():
+        expired = IdempotencyKey.created_at < now - ttl
+        oldest = (
+            IdempotencyKey.select(IdempotencyKey.user, IdempotencyKey.key)
+            .where(expired)
+            .limit(IDEMPOTENCY_PRUNE_BATCH)
+        )
+        if not isinstance(database.obj, peewee.SqliteDatabase):
+            # Two claims pruning at once skip each other's rows instead of deadlocking on them.
+            oldest = oldest.for_update("FOR UPDATE SKIP LOCKED")
+        IdempotencyKey.delete().where(
+            peewee.Tuple(IdempotencyKey.user, IdempotencyKey.key).in_(oldest)
+            | (_this_key(user_id, key) & expired)
+        ).execute()
+        inserted = _single_row(
+            IdempotencyKey.insert(user=user_id, key=key, fingerprint=fingerprint, claim=claim, created_at=now)
+            .on_conflict_ignore()
+            .returning(IdempotencyKey.claim)
+        )
+        if inserted is not None:
+            return KeyClaim(claim=claim)
+        earlier = IdempotencyKey.get_or_none(_this_key(user_id, key))
+        if earlier is None:  # deleted since the INSERT saw it: the client may simply retry
+            return KeyClaim()
+        if earlier.fingerprint != fingerprint:
+            return KeyClaim(mismatch=True)
+        if earlier.response is not None:
+            return KeyClaim(replay=(earlier.message_id, RenderedMessage(earlier.response, earlier.etag)))
+        if earlier.created_at >= now - IDEMPOTENCY_LEASE_SECONDS:
+            return KeyClaim()
+        taken = (
+            IdempotencyKey.update(claim=claim, created_at=now)
+            .where(_this_key(user_id, key) & (IdempotencyKey.claim == earlier.claim))
+            .execute()
+        )
+        return KeyClaim(claim=claim) if taken else KeyClaim()
+
+
+class _ClaimLost(Exception):
+    """Another request took the key over: this create must not count."""
+
+
+def create_message_once(
+    content: str, claims: dict[str, Any], key: str, claim: str
+) -> tuple[int, RenderedMessage] | bool | None:
+    """``create_message`` under a claimed key, storing the answer with the key in the same transaction.
+
+    None (and the key released) when the token's user may not create; False when the
+    claim was taken over meanwhile (nothing created).
+    """
+    this_claim = _this_key(claims["user_id"], key) & (IdempotencyKey.claim == claim)
+    try:
+        with write_lock(), database.atomic():
+            created = create_message(content, claims)
+            if created is None:
+                IdempotencyKey.delete().where(this_claim).execute()
+                return None
+            message_id, message = created
+            stored = (
+                IdempotencyKey.update(message_id=message_id, response=message.json, etag=message.etag)
+                .where(this_claim)
+                .execute()
+            )
+            if not stored:
+                raise _ClaimLost
+            return created
+    except _ClaimLost:
+        return False
+
+
+def release_idempotency_key(user_id: int, key: str, claim: str) -> None:
+    """Give up a claim whose create failed, so that a retry need not wait for the lease."""
+    with write_lock():
+        IdempotencyKey.delete().where(
+            _this_key(user_id, key) & (IdempotencyKey.claim == claim) & IdempotencyKey.response.is_null()
+        ).execute()
+
+
+ALL_MODELS = (User, Message, RateLimitHit, RevokedToken, RevokedFamily, IdempotencyKey)
 
 
 def create_tables() -> None:

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
-# Rows of a batch: (message id, the JSON of one view), k rows per message in count order.
-RunBatch = Callable[[Sequence[int], Sequence[int]], Sequence[tuple[int, str]]]
+# Rows of a batch: (message id, the message as one view left it), k rows per message in count order.
+RunBatch = Callable[[Sequence[int], Sequence[int]], Sequence[tuple[int, Any]]]
 
 
 class _Reader:
@@ -34,7 +35,7 @@ class _Reader:
 
     def __init__(self) -> None:
         self.done = threading.Event()
-        self.result: str | None = None
+        self.result: Any = None
         self.error: BaseException | None = None
         self.leads = False  # woken to run the next statement rather than with a result
 
@@ -50,7 +51,7 @@ class ViewBatcher:
         self.statements = 0  # view statements run; with ``views`` it shows the batching
         self.views = 0
 
-    def count_view(self, message_id: int) -> str | None:
+    def count_view(self, message_id: int) -> Any:
         """Count one view of ``message_id``; the message as this view left it, or None if it is gone."""
         reader = _Reader()
         with self._lock:
@@ -78,7 +79,7 @@ class ViewBatcher:
                 for reader in readers:
                     reader.error = error
         else:
-            answers: dict[int, list[str]] = {}
+            answers: dict[int, list[Any]] = {}
             for message_id, text in rows:
                 answers.setdefault(message_id, []).append(text)
             for message_id, readers in batch.items():

@@ -112,7 +112,7 @@ def test_readers_arriving_during_a_statement_are_counted_by_one_statement_with_d
     counted = pg_app.get(f"/api/messages/{message_id}")
     assert counted.json["views"] == READERS + 1
     # The batch statement renders a message byte for byte as every other statement does.
-    assert counted.text == models.get_message(message_id)
+    assert counted.text == models.get_message(message_id).json
 
 
 def test_a_connection_cut_mid_statement_fails_only_its_readers_and_loses_no_acknowledged_view(pg_app, held_row):
