@@ -115,6 +115,20 @@ def test_two_server_processes_on_one_postgresql_count_exactly(postgresql_url, li
     assert_every_view_counted_once(start, views, peek(second.url, message["id"])["views"])
 
 
+def test_two_server_processes_on_one_sqlite_file_count_exactly(sqlite_url, live_server_on):
+    # One process runs SQLite requests one at a time, so only a second process can race a
+    # read-modify-write count; SQLite's file lock is then all that keeps views exact.
+    first = live_server_on(sqlite_url)
+    second = live_server_on(sqlite_url)
+    auth = wire_login(first.url, "reader")
+    message = create_message(second.url, auth)
+    start = peek(first.url, message["id"])["views"]
+
+    views = read_in_parallel([first.url, second.url], message["id"])
+
+    assert_every_view_counted_once(start, views, peek(second.url, message["id"])["views"])
+
+
 def test_reads_racing_writes_leave_a_row_some_request_produced(live_server):
     server = live_server()
     auth = wire_login(server.url, "writer")
