@@ -119,9 +119,26 @@ def test_a_failing_request_is_logged_and_the_thread_goes_on(dispatcher, caplog):
     assert len(dispatcher.threads) == 4
 
 
-def test_stepping_aside_outside_a_dispatcher_thread_is_free():
+def test_stepping_aside_outside_a_dispatcher_thread_touches_no_dispatcher(dispatcher):
+    # In-process callers (tests, CLI commands) hash passwords too: their step aside must not
+    # count against a dispatcher serving requests on other threads, nor fail.
+    release = threading.Event()
+    busy = Task(lambda: release.wait(EVENTUALLY))
+    dispatcher.add_task(busy)
+    deadline = time.monotonic() + EVENTUALLY
+    while busy.thread is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert busy.thread is not None
+    with dispatcher.lock:
+        assert dispatcher.running == 1
     scheduling.step_aside()
+    with dispatcher.lock:
+        assert dispatcher.running == 1
     scheduling.step_back()
+    with dispatcher.lock:
+        assert dispatcher.running == 1
+    release.set()
+    assert busy.done.wait(EVENTUALLY)
 
 
 @pytest.mark.parametrize(
