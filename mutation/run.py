@@ -59,7 +59,7 @@ TARGETS = [
     Target(
         "msgapi.passwords",
         ("_digest", "make_password", "_split", "verify_password", "needs_rehash", "DummyHasher", "HashingGate"),
-        ("tests/test_passwords_tokens.py", "tests/test_auth.py", "tests/test_headers.py"),
+        ("tests/test_passwords_tokens.py", "tests/test_auth.py", "tests/test_headers.py", "tests/test_scheduling.py"),
     ),
     Target(
         "msgapi.middleware",

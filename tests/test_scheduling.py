@@ -13,6 +13,7 @@ from waitress.task import ThreadedTaskDispatcher
 
 from msgapi import scheduling
 from msgapi.config import from_env
+from msgapi.passwords import HashingBusy, HashingGate
 from msgapi.scheduling import FocusedDispatcher, make_dispatcher
 
 # Generous bounds for "it happened": the machine is shared; none of these is a speed target.
@@ -90,6 +91,42 @@ def test_a_request_that_steps_aside_lets_the_next_one_run(dispatcher):
     assert not waiting.done.is_set()
     release.set()
     assert waiting.done.wait(EVENTUALLY)
+    assert dispatcher.running == 0
+
+
+def _run_as_request(dispatcher, body) -> None:
+    task = Task(body)
+    dispatcher.add_task(task)
+    assert task.done.wait(EVENTUALLY)
+
+
+def test_a_request_hashing_steps_aside_for_the_hash_and_back_after(dispatcher):
+    gate, seen = HashingGate(1, EVENTUALLY), {}
+
+    def login() -> None:
+        seen["before"] = dispatcher.running
+        with gate:
+            seen["hashing"] = dispatcher.running
+        seen["after"] = dispatcher.running
+
+    _run_as_request(dispatcher, login)
+    assert seen == {"before": 1, "hashing": 0, "after": 1}
+    assert dispatcher.running == 0
+
+
+def test_a_request_refused_a_hashing_slot_steps_back(dispatcher):
+    gate, seen = HashingGate(1, 0.05), {}
+
+    def login() -> None:
+        try:
+            with gate:
+                seen["hashed"] = True
+        except HashingBusy:
+            seen["after_busy"] = dispatcher.running
+
+    with gate:  # this thread is no dispatcher's: it holds the only slot without stepping aside
+        _run_as_request(dispatcher, login)
+    assert seen == {"after_busy": 1}
     assert dispatcher.running == 0
 
 
