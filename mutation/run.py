@@ -1,16 +1,17 @@
 """Mutation testing for the code where a silent bug is a security or data-loss bug.
 
     python mutation/run.py                  # every mutant; exit 1 on a survivor not listed
-    python mutation/run.py --sample 40      # a random sample (CI), seed printed to rerun it
+    python mutation/run.py --sample 12      # a random sample (CI); the seed is printed to rerun it
     python mutation/run.py --list           # the mutants, without running anything
 
 Each mutant is one small change to one function (a comparison flipped or moved off by
 one, ``and``/``or`` and ``&``/``|`` swapped, a ``not`` dropped, arithmetic swapped, a
 constant changed, a check's condition made ``False``, a call statement or ``raise``
-removed, a return value replaced by ``None``). It runs in a forked child: the mutated
-module is compiled from the changed syntax tree and installed before anything imports
-it, then pytest runs the tests that module needs (in-process tests only: a live server
-would import the unchanged code from disk) and stops at the first failure.
+removed, a return value replaced by ``None``). One pytest session per set of tests
+collects and imports everything once; each mutant then runs in a forked child of it,
+where the function is given the code compiled from the changed syntax tree (a
+module-level assignment is run again, changed), and the tests run until the first
+failure. In-process tests only: a live server would import the unchanged code from disk.
 
 A mutant is named by file, function and the changed code, never by line number, so the
 names survive edits elsewhere. Survivors that are equivalent to the original, or accepted
