@@ -732,6 +732,13 @@ def test_auth_body_over_64_kib_is_413(app, path):
     assert_problem(app.post(path, raw, content_type="application/json", expect_errors=True), 413)
 
 
+def test_a_body_of_exactly_the_limit_is_read(app, config):
+    raw = json.dumps({"username": "edge", "password": PASSWORD}).encode()
+    raw += b" " * (config.max_body_bytes - len(raw))  # JSON allows trailing whitespace
+    assert len(raw) == config.max_body_bytes
+    assert app.post(REGISTER, raw, content_type="application/json").status_int == 201
+
+
 # --- the old service's scenario, end to end ------------------------------------------------------
 
 
