@@ -26,6 +26,29 @@ TEST_HASH_ITERATIONS = 1000
 PASSWORD = "correct horse battery"
 
 
+POSTGRES_SKIP_REASON = "PostgreSQL tests need MSGAPI_TEST_DATABASE_URL"
+EXAMPLE_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Says loudly, last, when the PostgreSQL half of the suite was skipped for want of a database."""
+    result = yield
+    skipped = [
+        report
+        for report in terminalreporter.stats.get("skipped", [])
+        if isinstance(report.longrepr, tuple) and POSTGRES_SKIP_REASON in str(report.longrepr[2])
+    ]
+    if skipped:
+        terminalreporter.write_sep("!", f"{len(skipped)} PostgreSQL tests did NOT run", red=True, bold=True)
+        terminalreporter.write_line(
+            "Every database test runs on SQLite and PostgreSQL; only the SQLite half ran. Run both with:", red=True
+        )
+        terminalreporter.write_line(f"    MSGAPI_TEST_DATABASE_URL={EXAMPLE_POSTGRES_URL} python -m pytest", bold=True)
+        terminalreporter.write_line("(the role needs CREATEDB; the suite creates and drops its own database)")
+    return result
+
+
 def _admin_url() -> str | None:
     return os.environ.get("MSGAPI_TEST_DATABASE_URL") or None
 
@@ -42,7 +65,7 @@ def postgres_url() -> Iterator[str]:
     if admin_url is None:
         if os.environ.get("MSGAPI_TEST_REQUIRE_POSTGRES") == "1":
             pytest.fail("MSGAPI_TEST_REQUIRE_POSTGRES=1 but MSGAPI_TEST_DATABASE_URL is not set")
-        pytest.skip("PostgreSQL tests need MSGAPI_TEST_DATABASE_URL")
+        pytest.skip(POSTGRES_SKIP_REASON)
     import psycopg2
 
     name = f"msgapi_test_{uuid.uuid4().hex[:12]}"

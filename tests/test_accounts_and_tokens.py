@@ -290,6 +290,75 @@ def test_verify_refuses_an_expired_token(app, tokens, kind):
     assert_problem(verify(app, expired_token(kind, stored_user("alice").id)), 401)
 
 
+# A token is verified once and remembered; the clock must still be read on every use. These
+# tokens are accepted first, then the decoder's clock moves past exp + leeway (or before iat).
+
+
+@pytest.fixture
+def token_clock(monkeypatch):
+    """``token_clock(t)`` sets the time the token decoder reads to the epoch second ``t``."""
+    import types
+
+    import msgapi.tokens
+
+    now = [time.time()]
+    monkeypatch.setattr(msgapi.tokens, "time", types.SimpleNamespace(time=lambda: now[0]))
+
+    def set_to(seconds: float) -> None:
+        now[0] = seconds
+
+    return set_to
+
+
+def claim(token: str, name: str) -> int:
+    return jwt.decode(token, options={"verify_signature": False})[name]
+
+
+def test_a_used_bearer_token_is_refused_once_it_expires(app, tokens, token_clock):
+    expires = claim(tokens["access"], "exp")
+    assert me(app, tokens["access"]).status_int == 200
+    token_clock(expires + LEEWAY_SECONDS - 1)
+    assert me(app, tokens["access"]).status_int == 200
+    token_clock(expires + LEEWAY_SECONDS)
+    assert_problem(me(app, tokens["access"]), 401)
+
+
+def test_a_used_refresh_token_is_refused_once_it_expires(app, tokens, token_clock):
+    expires = claim(tokens["refresh"], "exp")
+    assert refresh(app, tokens["refresh"]).status_int == 200
+    token_clock(expires + LEEWAY_SECONDS - 1)
+    assert refresh(app, tokens["refresh"]).status_int == 200
+    token_clock(expires + LEEWAY_SECONDS)
+    assert_problem(refresh(app, tokens["refresh"]), 401)
+
+
+@pytest.mark.parametrize("kind", [ACCESS, REFRESH])
+def test_verify_refuses_a_verified_token_once_it_expires(app, tokens, token_clock, kind):
+    expires = claim(tokens[kind], "exp")
+    assert verify(app, tokens[kind]).status_int == 200
+    token_clock(expires + LEEWAY_SECONDS - 1)
+    assert verify(app, tokens[kind]).status_int == 200
+    token_clock(expires + LEEWAY_SECONDS)
+    assert_problem(verify(app, tokens[kind]), 401)
+
+
+@pytest.mark.parametrize("kind", [ACCESS, REFRESH])
+def test_verify_refuses_a_verified_token_on_a_clock_before_its_issue(app, tokens, token_clock, kind):
+    issued = claim(tokens[kind], "iat")
+    assert verify(app, tokens[kind]).status_int == 200
+    token_clock(issued - LEEWAY_SECONDS)
+    assert verify(app, tokens[kind]).status_int == 200
+    token_clock(issued - LEEWAY_SECONDS - 1)
+    assert_problem(verify(app, tokens[kind]), 401)
+
+
+def test_a_used_bearer_token_is_refused_on_a_clock_before_its_issue(app, tokens, token_clock):
+    issued = claim(tokens["access"], "iat")
+    assert me(app, tokens["access"]).status_int == 200
+    token_clock(issued - LEEWAY_SECONDS - 1)
+    assert_problem(me(app, tokens["access"]), 401)
+
+
 def test_verify_refuses_a_blacklisted_refresh_token(app, tokens):
     blacklist(app, tokens["refresh"])
     assert_problem(verify(app, tokens["refresh"]), 401)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import re
 import time
@@ -128,6 +129,66 @@ def test_rejected_password_is_not_echoed(app, password):
     resp = app.post_json(REGISTER, {"username": "alice", "password": password}, status=400)
     assert f'"{password}"' not in resp.text
     assert f"'{password}'" not in resp.text
+
+
+@pytest.fixture
+def hashing_work(monkeypatch):
+    """The PBKDF2 runs (their iteration counts) and constant-time comparisons a request made.
+
+    The real functions still run: the spy only records each call on its way through.
+    """
+    import types
+
+    import msgapi.passwords
+
+    work: dict[str, list] = {"pbkdf2": [], "compare_digest": []}
+
+    def pbkdf2_hmac(name, password, salt, iterations, *args):
+        work["pbkdf2"].append(iterations)
+        return hashlib.pbkdf2_hmac(name, password, salt, iterations, *args)
+
+    def compare_digest(a, b):
+        work["compare_digest"].append((a, b))
+        return hmac.compare_digest(a, b)
+
+    monkeypatch.setattr(msgapi.passwords, "hashlib", types.SimpleNamespace(pbkdf2_hmac=pbkdf2_hmac))
+    monkeypatch.setattr(msgapi.passwords, "hmac", types.SimpleNamespace(compare_digest=compare_digest))
+    return work
+
+
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [
+        pytest.param("nobody", PASSWORD, id="unknown-user"),
+        pytest.param("alice", "wrong password", id="wrong-password"),
+        pytest.param("inactive", PASSWORD, id="inactive-user"),
+        pytest.param("alice", PASSWORD, id="right-password"),
+    ],
+)
+def test_every_login_does_the_same_hashing_work(app, hashing_work, username, password):
+    # Equal bodies are not enough: answering an unknown name without hashing is fast, and
+    # the time alone would tell which usernames exist.
+    register(app, "alice")
+    register(app, "inactive")
+    models.User.update(is_active=False).where(models.User.username_key == "inactive").execute()
+    hashing_work["pbkdf2"].clear()
+    hashing_work["compare_digest"].clear()
+    app.post_json(
+        TOKEN,
+        {"username": username, "password": password},
+        status=200 if username == "alice" and password == PASSWORD else 401,
+    )
+    assert hashing_work["pbkdf2"] == [TEST_HASH_ITERATIONS]
+    assert len(hashing_work["compare_digest"]) == 1
+
+
+def test_password_check_compares_in_constant_time(app, hashing_work):
+    register(app, "alice")
+    hashing_work["compare_digest"].clear()
+    app.post_json(TOKEN, {"username": "alice", "password": "wrong password"}, status=401)
+    [(computed, stored)] = hashing_work["compare_digest"]
+    assert stored == stored_user("alice").password.rsplit("$", 1)[1].encode()
+    assert computed != stored and len(computed) == len(stored)
 
 
 @pytest.mark.parametrize(
@@ -787,6 +848,13 @@ def test_auth_paths_carry_nosniff_and_request_id(app, path):
 def test_auth_body_over_64_kib_is_413(app, path):
     raw = json.dumps({"username": "x" * 70_000, "password": PASSWORD, "refresh": "x"}).encode()
     assert_problem(app.post(path, raw, content_type="application/json", expect_errors=True), 413)
+
+
+def test_a_body_of_exactly_the_limit_is_read(app, config):
+    raw = json.dumps({"username": "edge", "password": PASSWORD}).encode()
+    raw += b" " * (config.max_body_bytes - len(raw))  # JSON allows trailing whitespace
+    assert len(raw) == config.max_body_bytes
+    assert app.post(REGISTER, raw, content_type="application/json").status_int == 201
 
 
 # --- the old service's scenario, end to end ------------------------------------------------------

@@ -205,6 +205,24 @@ def test_truncated_signature_is_refused(app, alice):
 # --- claims --------------------------------------------------------------------------------------
 
 
+# The verify and refresh endpoints take either type, or a refresh token: a signed token must
+# still be one of ours in every claim they read.
+
+
+@pytest.mark.parametrize("token_type", ["id", "admin", "Access", ""])
+def test_verify_refuses_a_signed_token_of_an_unknown_type(app, alice, token_type):
+    token = sign(claims_for(alice["id"], token_type=token_type))
+    assert_invalid_token(app.post_json("/api/auth/token/verify/", {"token": token}, expect_errors=True))
+
+
+@pytest.mark.parametrize("family", [DROP, "", None, 7])
+@pytest.mark.parametrize("endpoint", ["verify", "refresh", "blacklist"])
+def test_a_signed_refresh_token_without_a_family_is_refused(app, alice, endpoint, family):
+    token = sign(claims_for(alice["id"], token_type="refresh", fam=family))
+    field = "token" if endpoint == "verify" else "refresh"
+    assert_invalid_token(app.post_json(f"/api/auth/token/{endpoint}/", {field: token}, expect_errors=True))
+
+
 @pytest.mark.parametrize("claim", ["exp", "jti", "token_type", "user_id", "iat", "ver", "fam"])
 def test_token_missing_a_required_claim_is_refused(app, alice, claim):
     assert_invalid_token(post_message(app, bearer(sign(claims_for(alice["id"], **{claim: DROP})))))

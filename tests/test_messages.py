@@ -428,11 +428,17 @@ def test_update_sets_updated_at_to_now(app, auth, create_message, monkeypatch, m
 
 
 @pytest.mark.parametrize("method", UPDATE_METHODS)
-def test_update_does_not_move_updated_at_back(app, auth, create_message, method):
-    message = create_message()
+def test_update_moves_updated_at_forward_on_the_real_clock(app, auth, create_message, monkeypatch, method):
+    # Created at a fixed moment in the past, updated on the real clock: an update that
+    # kept the old timestamp (or wrote created_at again) would answer the old value.
+    with monkeypatch.context() as clock:
+        clock.setattr(models, "utcnow", at(datetime.datetime(2020, 1, 2, 3, 4, 5, 678901)))
+        message = create_message()
+    assert message["updated_at"] == "2020-01-02T03:04:05.678901Z"
     resp = send(app, method, f"/api/messages/{message['id']}", {"content": "after"}, headers=auth)
     assert TIMESTAMP.match(resp.json["updated_at"])
-    assert resp.json["updated_at"] >= message["updated_at"]
+    assert resp.json["updated_at"] > message["updated_at"]
+    assert resp.json["created_at"] == message["created_at"]
 
 
 @pytest.mark.parametrize("method", UPDATE_METHODS)
@@ -934,12 +940,18 @@ def test_cors_preflight_allows_authorization_and_content_type_headers(app, creat
 
 
 def test_cors_preflight_needs_no_token(app):
+    # POST /api/messages needs a Bearer token; its preflight (which never carries one) must not.
     resp = app.options(
         "/api/messages",
         headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"},
         expect_errors=True,
     )
-    assert resp.status_int < 400
+    assert resp.status_int == 200
+    assert resp.body == b""
+    assert resp.headers["Access-Control-Allow-Origin"] == "*"
+    assert [m.strip() for m in resp.headers["Access-Control-Allow-Methods"].split(",")] == ["GET", "HEAD", "POST"]
+    assert resp.headers["Access-Control-Max-Age"] == "86400"
+    assert "WWW-Authenticate" not in resp.headers
 
 
 def test_cors_exposes_location_and_request_id(app):

@@ -79,6 +79,11 @@ def test_verify_accepts_the_right_password():
     assert passwords.verify_password("secret words", passwords.make_password("secret words", ITERATIONS))
 
 
+def test_verify_accepts_a_hash_of_a_single_iteration():
+    # Any positive count is Django's format; only zero and below are malformed.
+    assert passwords.verify_password("secret words", passwords.make_password("secret words", 1))
+
+
 def test_verify_refuses_a_wrong_password():
     assert not passwords.verify_password("secret word", passwords.make_password("secret words", ITERATIONS))
 

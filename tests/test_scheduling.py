@@ -13,6 +13,7 @@ from waitress.task import ThreadedTaskDispatcher
 
 from msgapi import scheduling
 from msgapi.config import from_env
+from msgapi.passwords import HashingBusy, HashingGate
 from msgapi.scheduling import FocusedDispatcher, make_dispatcher
 
 # Generous bounds for "it happened": the machine is shared; none of these is a speed target.
@@ -93,6 +94,41 @@ def test_a_request_that_steps_aside_lets_the_next_one_run(dispatcher):
     assert dispatcher.running == 0
 
 
+def _run_as_request(dispatcher, body) -> None:
+    """Run ``body`` as a request and wait for it (the thread's own count drops a moment later)."""
+    task = Task(body)
+    dispatcher.add_task(task)
+    assert task.done.wait(EVENTUALLY)
+
+
+def test_a_request_hashing_steps_aside_for_the_hash_and_back_after(dispatcher):
+    gate, seen = HashingGate(1, EVENTUALLY), {}
+
+    def login() -> None:
+        seen["before"] = dispatcher.running
+        with gate:
+            seen["hashing"] = dispatcher.running
+        seen["after"] = dispatcher.running
+
+    _run_as_request(dispatcher, login)
+    assert seen == {"before": 1, "hashing": 0, "after": 1}
+
+
+def test_a_request_refused_a_hashing_slot_steps_back(dispatcher):
+    gate, seen = HashingGate(1, 0.05), {}
+
+    def login() -> None:
+        try:
+            with gate:
+                seen["hashed"] = True
+        except HashingBusy:
+            seen["after_busy"] = dispatcher.running
+
+    with gate:  # this thread is no dispatcher's: it holds the only slot without stepping aside
+        _run_as_request(dispatcher, login)
+    assert seen == {"after_busy": 1}
+
+
 def test_a_stuck_request_does_not_stall_the_queue(dispatcher):
     release = threading.Event()
     stuck = Task(lambda: release.wait(EVENTUALLY))  # blocks without saying so
@@ -119,9 +155,26 @@ def test_a_failing_request_is_logged_and_the_thread_goes_on(dispatcher, caplog):
     assert len(dispatcher.threads) == 4
 
 
-def test_stepping_aside_outside_a_dispatcher_thread_is_free():
+def test_stepping_aside_outside_a_dispatcher_thread_touches_no_dispatcher(dispatcher):
+    # In-process callers (tests, CLI commands) hash passwords too: their step aside must not
+    # count against a dispatcher serving requests on other threads, nor fail.
+    release = threading.Event()
+    busy = Task(lambda: release.wait(EVENTUALLY))
+    dispatcher.add_task(busy)
+    deadline = time.monotonic() + EVENTUALLY
+    while busy.thread is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert busy.thread is not None
+    with dispatcher.lock:
+        assert dispatcher.running == 1
     scheduling.step_aside()
+    with dispatcher.lock:
+        assert dispatcher.running == 1
     scheduling.step_back()
+    with dispatcher.lock:
+        assert dispatcher.running == 1
+    release.set()
+    assert busy.done.wait(EVENTUALLY)
 
 
 @pytest.mark.parametrize(
