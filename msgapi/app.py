@@ -76,7 +76,10 @@ def create_app(config: Config | None = None) -> falcon.App:
 
     limiter = RateLimiter(config.auth_rate_limit, config.rate_limit_ipv6_prefix)
     write_limiter = RateLimiter(config.write_rate_limit)
-    gate = HashingGate(config.effective_hash_concurrency(), config.hash_wait_seconds)
+    # Logins may hold at most half the server's threads (hashing or queued for it): the
+    # other half stays free for everything else, however many logins arrive at once.
+    concurrency = config.effective_hash_concurrency()
+    gate = HashingGate(concurrency, config.hash_wait_seconds, max(concurrency + 1, config.threads // 2))
     iterations = config.password_hash_iterations
     app.add_route("/api/auth/register", Register(iterations, limiter, gate))
     app.add_route("/api/auth/token", TokenObtain(tokens, iterations, limiter, gate))

@@ -520,7 +520,6 @@ _REPLACE_CONTENT_IF = PreparedQuery(
         .returning(_message_as_json(_MESSAGE_ROW), Message.updated_at)
     ),
 )
-_AUTHOR_OF = PreparedQuery(lambda message_id: Message.select(Message.author).where(Message.id == message_id))
 _WRITE_TARGET = PreparedQuery(
     lambda message_id: Message.select(Message.author, Message.updated_at).where(Message.id == message_id)
 )
@@ -677,12 +676,6 @@ def delete_message(message_id: int, if_updated_at: datetime.datetime | None = No
         if if_updated_at is None:
             return _DELETE_MESSAGE.execute(message_id).rowcount > 0
         return _DELETE_MESSAGE_IF.execute(message_id, if_updated_at).rowcount > 0
-
-
-def find_author_id(message_id: int) -> tuple[bool, int | None]:
-    """(exists, author's id or None): what a write needs to decide 404 or 403."""
-    row = _AUTHOR_OF.execute(message_id).fetchone()
-    return (False, None) if row is None else (True, row[0])
 
 
 def find_write_target(message_id: int) -> tuple[int | None, str] | None:

@@ -96,22 +96,44 @@ class HashingGate:
 
     PBKDF2 is CPU-bound; with more hashes in flight than cores, every thread
     (readers too) waits on the CPU. Over the cap a request queues for up to
-    ``wait_seconds`` rather than being refused at once. Per process by nature.
+    ``wait_seconds`` rather than being refused at once. But a queued request holds
+    a server thread: with as many logins queued as the server has threads, reads
+    would wait behind them. So at most ``max_admitted`` requests are in the gate
+    (hashing or queued); one more is refused at once (503 with ``Retry-After``).
+    Per process by nature.
     """
 
-    def __init__(self, max_concurrent: int, wait_seconds: float) -> None:
+    def __init__(self, max_concurrent: int, wait_seconds: float, max_admitted: int | None = None) -> None:
         self._slots = threading.BoundedSemaphore(max_concurrent)
         self._wait_seconds = wait_seconds
         self.max_concurrent = max_concurrent
+        self.max_admitted = max(max_concurrent, max_admitted if max_admitted is not None else 2**31)
+        self._admitted = 0
+        self._admitted_lock = threading.Lock()
 
     def __enter__(self) -> HashingGate:
+        with self._admitted_lock:
+            if self._admitted >= self.max_admitted:
+                raise HashingBusy
+            self._admitted += 1
         # Queueing for a slot and hashing are both waits other requests need not share.
         scheduling.step_aside()
         if not self._slots.acquire(timeout=self._wait_seconds):
+            self._leave()
             scheduling.step_back()
             raise HashingBusy
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self._slots.release()
+        self._leave()
         scheduling.step_back()
+
+    @property
+    def admitted(self) -> int:
+        """Requests in the gate now: hashing, or queued for a slot."""
+        return self._admitted
+
+    def _leave(self) -> None:
+        with self._admitted_lock:
+            self._admitted -= 1
