@@ -37,9 +37,18 @@ class WrongTokenType(InvalidToken):
     """A valid token of the other type (an access token where a refresh token belongs)."""
 
 
+def _system_clock() -> float:
+    # Looked up on every call, not bound once: the clock is this module's ``time``.
+    return time.time()
+
+
 class TokenService:
     def __init__(
-        self, secret_key: str, access_lifetime: int, refresh_lifetime: int, clock: Callable[[], float] = time.time
+        self,
+        secret_key: str,
+        access_lifetime: int,
+        refresh_lifetime: int,
+        clock: Callable[[], float] = _system_clock,
     ) -> None:
         self._key = secret_key
         self._lifetimes = {ACCESS: access_lifetime, REFRESH: refresh_lifetime}

@@ -55,7 +55,7 @@ def test_the_procfile_command_serves_on_the_platforms_port(database_url):
                 break
         assert re.search(rf"serving on http://0\.0\.0\.0:{port}/", "".join(log)), "".join(log)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
-            assert (response.status, response.read()) == (200, b'{"status": "ok"}')
+            assert (response.status, response.read()) == (200, b'{"status":"ok"}')
     finally:
         server.terminate()
         server.wait(timeout=10)
