@@ -43,7 +43,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SURVIVORS = Path(__file__).resolve().parent / "survivors.txt"
 TIMEOUT_SECONDS = 300
 
-TOKENS_TESTS = ["tests/test_passwords_tokens.py", "tests/test_jwt_forgery.py", "tests/test_accounts_and_tokens.py"]
+TOKENS_TESTS = [
+    "tests/test_passwords_tokens.py",
+    "tests/test_jwt_forgery.py",
+    "tests/test_accounts_and_tokens.py",
+    "tests/test_token_boundaries.py",
+]
 AUTH_TESTS = ["tests/test_auth.py", "tests/test_jwt_forgery.py", "tests/test_accounts_and_tokens.py"]
 MESSAGE_TESTS = ["tests/test_messages.py", "tests/test_ownership_and_listing.py"]
 
@@ -69,7 +74,13 @@ TARGETS = [
             "DummyHasher",
             "HashingGate",
         ),
-        ("tests/test_passwords_tokens.py", "tests/test_auth.py", "tests/test_headers.py", "tests/test_scheduling.py"),
+        (
+            "tests/test_passwords_tokens.py",
+            "tests/test_auth.py",
+            "tests/test_headers.py",
+            "tests/test_scheduling.py",
+            "tests/test_hashing_admission.py",
+        ),
     ),
     Target(
         "msgapi.middleware",
