@@ -88,7 +88,7 @@ def test_webtest_requests_are_counted_as_127_0_0_1(limited_app):
     signup(app, "alice")
     login(app, "alice")
     buckets = {row.bucket for row in models.RateLimitHit.select(models.RateLimitHit.bucket)}
-    assert buckets == {"register:ip:127.0.0.1", "token:ip:127.0.0.1", "token:user:alice"}
+    assert buckets == {"register:ip:127.0.0.1", "token:ip:127.0.0.1", RateLimiter.account_bucket("token", "alice")}
 
 
 def test_register_is_limited_per_client_address(limited_app):
