@@ -988,9 +988,13 @@ def create_tables() -> None:
 
     On SQLite, tables made before ids were never reused are rebuilt first.
     """
-    if isinstance(database.obj, peewee.SqliteDatabase):
+    sqlite = isinstance(database.obj, peewee.SqliteDatabase)
+    if sqlite:
         _rebuild_tables_that_reuse_ids()
-    with write_lock(), database.atomic():
+    # On SQLite, IMMEDIATE: the write lock before the schema is read. A deferred transaction
+    # that reads, then writes after another process committed, fails at once with "database
+    # is locked" (SQLite cannot wait there): two first starts together would lose one.
+    with write_lock(), (database.atomic("IMMEDIATE") if sqlite else database.atomic()):
         if isinstance(database.obj, peewee.PostgresqlDatabase):
             # CREATE TABLE IF NOT EXISTS still races in PostgreSQL's catalog; serialise it.
             database.execute_sql("SELECT pg_advisory_xact_lock(7466734)")
