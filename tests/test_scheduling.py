@@ -91,6 +91,10 @@ def test_a_request_that_steps_aside_lets_the_next_one_run(dispatcher):
     assert not waiting.done.is_set()
     release.set()
     assert waiting.done.wait(EVENTUALLY)
+    # The handler thread lowers its count just after the task's done event: wait (bounded).
+    deadline = time.monotonic() + EVENTUALLY
+    while dispatcher.running != 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
     assert dispatcher.running == 0
 
 
