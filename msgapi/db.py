@@ -77,7 +77,20 @@ class _ThreadSqlite(peewee.SqliteDatabase):
         self._opened_lock = threading.Lock()
 
     def _connect(self) -> Any:
-        conn = super()._connect()
+        # Switching a new file to WAL needs an exclusive lock, and SQLite answers "database
+        # is locked" at once, without its busy handler, when another process holds the file
+        # (two first starts together). Retried here within the busy timeout, as SQLite would.
+        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+        pause = 0.005
+        while True:
+            try:
+                conn = super()._connect()
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
         with self._opened_lock:
             self._opened.append(conn)
         return conn

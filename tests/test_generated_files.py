@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -129,6 +130,32 @@ def test_two_first_starts_together_come_up_with_the_same_key(tmp_path):
         assert sorted(path.name for path in folder.iterdir() if path.name.endswith((".secret_key", ".tmp"))) == [
             "msgapi.sqlite3.secret_key"
         ]
+
+
+def test_a_start_waits_while_another_process_is_creating_the_database(tmp_path):
+    """Switching a new file to WAL needs an exclusive lock, and SQLite refuses it at once,
+    busy timeout or not, while another process holds the write lock: the opener must wait."""
+    import peewee
+
+    from msgapi.config import Config
+    from msgapi.db import open_database
+
+    path = tmp_path / "msgapi.sqlite3"
+    other_process = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other_process.execute("BEGIN IMMEDIATE")
+    other_process.execute("CREATE TABLE started_first (id INTEGER)")
+    released = threading.Timer(0.3, other_process.execute, ("COMMIT",))
+    released.start()
+    database = open_database(Config(database_url=f"sqlite:///{path}", secret_key="k" * 40))
+    try:
+        assert database.execute_sql("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert database.execute_sql("SELECT count(*) FROM started_first").fetchone() == (0,)
+    except peewee.OperationalError as exc:
+        pytest.fail(f"the second opener gave up instead of waiting: {exc}")
+    finally:
+        released.join()
+        database.close_all()
+        other_process.close()
 
 
 def load_together(key_file: Path, threads: int) -> tuple[list[str], list[Exception]]:
