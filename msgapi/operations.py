@@ -9,7 +9,7 @@ from typing import Any
 import peewee
 from playhouse.db_url import connect as connect_url
 
-from . import models, passwords
+from . import models, passwords, rules
 from .config import sqlite_path
 from .db import database, describe_open_failure, write_lock
 
@@ -20,12 +20,11 @@ class OperationError(Exception):
 
 def create_user(username: str, password: str, *, staff: bool, iterations: int) -> models.User:
     from .body import FieldErrors
-    from .resources.accounts import read_new_password, read_username
 
     errors = FieldErrors()
     body = {"username": username, "password": password}
-    read_username(errors, body)
-    read_new_password(errors, body, "password", username)
+    rules.read_username(errors, body)
+    rules.read_new_password(errors, body, "password", username)
     if errors.errors:
         raise OperationError("; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in errors.errors.items()))
     try:
