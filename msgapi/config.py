@@ -7,25 +7,20 @@ naming the setting, so an operator sees exactly what to fix.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
-import re
-import secrets
-import stat
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from .keyfile import MIN_SECRET_KEY_LENGTH, KeyFileError, load_or_create_secret_key, shared_with_others
 from .proxies import Network, parse_networks
 
 log = logging.getLogger("msgapi.config")
 
 DEFAULT_DATABASE_URL = "sqlite:///msgapi.sqlite3"
 DEFAULT_HASH_ITERATIONS = 600_000  # OWASP's current figure for PBKDF2-HMAC-SHA256
-MIN_SECRET_KEY_LENGTH = 32
 MAX_BODY_BYTES = 64 * 1024
 
 
@@ -216,79 +211,6 @@ def _check_sqlite_location(url: str) -> None:
         raise ConfigError(f"DATABASE_URL: {path} is not readable and writable by this user")
 
 
-# What secrets.token_urlsafe writes, at the minimum length.
-_GENERATED_KEY = re.compile(rf"[A-Za-z0-9_-]{{{MIN_SECRET_KEY_LENGTH},}}\Z")
-
-
-def _read_key_file(key_file: Path) -> str:
-    try:
-        key = key_file.read_text(encoding="ascii").strip()
-    except (UnicodeDecodeError, OSError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a key"
-        raise ConfigError(f"cannot read the key file {key_file}: {reason}; fix it, or set SECRET_KEY") from None
-    if not _GENERATED_KEY.match(key):
-        raise ConfigError(
-            f"the generated key file {key_file} is empty or malformed; "
-            "delete it to generate a new key (every token ends), or set SECRET_KEY"
-        )
-    return key
-
-
-def _create_key_file(key_file: Path) -> bool:
-    """Write a new key to ``key_file`` unless one is there; True if this call wrote it.
-
-    The key is written to a private temporary file first and then linked into
-    place, so the file appears complete or not at all, and of processes starting
-    together the first to link wins and every one reads the same key.
-    """
-    fd, temporary = tempfile.mkstemp(dir=key_file.parent, prefix=key_file.name + ".", suffix=".tmp")  # mode 0600
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(secrets.token_urlsafe(48) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(temporary, key_file)
-            return True
-        except FileExistsError:
-            return False
-        except OSError:
-            # A file system without hard links. Renaming refuses to replace on Windows;
-            # elsewhere it would, so look first (racy only on such file systems).
-            if key_file.exists():
-                return False
-            os.rename(temporary, key_file)
-            return True
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-
-
-def load_or_create_secret_key(key_file: Path) -> tuple[str, bool]:
-    """The generated key beside the SQLite file, created once if absent; and whether it was created now.
-
-    The file has mode 0600 where the platform has POSIX permissions (on Windows it
-    inherits the folder's ACL, which is the owner's).
-    """
-    created = False
-    if not key_file.exists() and not key_file.is_symlink():
-        try:
-            created = _create_key_file(key_file)
-        except OSError as exc:
-            raise ConfigError(f"cannot write the key file {key_file}: {exc.strerror}; set SECRET_KEY") from None
-    return _read_key_file(key_file), created
-
-
-def _shared_with_others(path: Path) -> bool:
-    """True when ``path`` exists and its POSIX mode lets the group or others read or write it."""
-    if os.name != "posix":
-        return False
-    try:
-        return bool(stat.S_IMODE(path.stat().st_mode) & 0o077)
-    except OSError:
-        return False
-
-
 def from_env(environ: Mapping[str, str] | None = None) -> Config:
     """Build a ``Config`` from environment variables (``os.environ`` by default)."""
     environ = os.environ if environ is None else environ
@@ -307,18 +229,21 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
             raise ConfigError("SECRET_KEY is required with PostgreSQL: every process must sign with the same key")
         db_file = sqlite_path(database_url)
         key_file = db_file.with_name(db_file.name + ".secret_key")
-        secret_key, key_generated = load_or_create_secret_key(key_file)
+        try:
+            secret_key, key_generated = load_or_create_secret_key(key_file)
+        except KeyFileError as exc:
+            raise ConfigError(str(exc)) from None
         key_notice = (
             f"SECRET_KEY is not set: using the generated key in {key_file}; "
             "set SECRET_KEY to share it between processes"
         )
         warnings.append(key_notice)
-        if _shared_with_others(key_file):
+        if shared_with_others(key_file):
             warnings.append(f"{key_file} is readable by other users; restrict it with: chmod 600 {key_file}")
     if is_sqlite:
         db_file = sqlite_path(database_url)
         for path in (db_file, *(db_file.with_name(db_file.name + suffix) for suffix in ("-wal", "-shm"))):
-            if _shared_with_others(path):
+            if shared_with_others(path):
                 warnings.append(
                     f"{path} holds password hashes and is readable by other users; restrict it with: chmod 600 {path}"
                 )

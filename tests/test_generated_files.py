@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import PASSWORD, TEST_HASH_ITERATIONS
 
-from msgapi.config import load_or_create_secret_key
+from msgapi.keyfile import load_or_create_secret_key
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY_NOTICE = "SECRET_KEY is not set"
