@@ -145,7 +145,9 @@ def render(result: dict) -> str:
             + ("" if result["list_limit_supported"] else " (list skipped at sizes it would return in full)")
         )
     prof = result.get("profile")
-    if prof:
+    if prof and isinstance(prof.get("error"), str):  # nothing profiled at all (no py-spy)
+        out += ["", f"Profile: failed: {prof['error']}"]
+    elif prof:
         for mode, p in prof.items():
             out.append("")
             if "error" in p:
