@@ -25,10 +25,10 @@ from urllib.parse import urlsplit, urlunsplit
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import falcon.testing
+from msgapi.db import database
 
 from msgapi.app import create_app
 from msgapi.config import Config
-from msgapi.db import database
 
 SHAPES = {
     "default (-updated_at)": "",

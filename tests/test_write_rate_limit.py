@@ -9,7 +9,7 @@ from conftest import TEST_HASH_ITERATIONS, TEST_SECRET_KEY, WireClient, bearer, 
 from msgapi import config as config_module
 from msgapi.app import create_app
 from msgapi.config import Rate
-from msgapi.db import database
+from msgapi.store.connection import database
 
 LIMIT = 3
 
