@@ -1,6 +1,6 @@
 """The ceiling: a bare Falcon app under Waitress that answers fixed message-shaped JSON.
 
-``python bench/ceiling_app.py [--host 127.0.0.1] [--port 0] [--threads 8]``
+``python -m bench.ceiling_app [--host 127.0.0.1] [--port 0] [--threads 8]``
 
 ``GET /item`` answers one message object, ``GET /list`` an array of 100 of them. The
 objects are built once; each request still serializes them (``resp.media``), as the

@@ -1,4 +1,4 @@
-"""Several msgapi processes behind nginx, for ``bench/run.py --processes N``.
+"""Several msgapi processes behind nginx, for ``python -m bench.run --processes N``.
 
 The load generator talks to nginx, which spreads keep-alive connections over the
 processes as deploy/nginx.conf does in production. Each process is a ``Server``; they

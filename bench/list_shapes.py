@@ -1,6 +1,6 @@
 """Latency of each shape of ``GET /api/messages`` on a seeded table, in-process (no network).
 
-    python bench/list_shapes.py [--pg] [--rows 200000] [--repeat 7]
+    python -m bench.list_shapes [--pg] [--rows 200000] [--repeat 7]
 
 Builds the app with ``create_app`` on a fresh database (a temporary SQLite file, or a
 PostgreSQL database created from ``--pg-url`` and dropped afterwards), seeds ``--rows``
@@ -15,14 +15,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import falcon.testing
 from msgapi.db import database

@@ -1,4 +1,4 @@
-"""The command line: ``python run.py`` (or ``msgapi``) serves the API with Waitress.
+"""The command line: ``python run.py`` (or ``msgapi``) serves the API with Waitress (``msgapi.server``).
 
 With no subcommand it serves (``--host --port --threads``); the subcommands are
 operator tasks: ``serve``, ``init-db``, ``createuser NAME [--staff]``,
@@ -12,27 +12,14 @@ import argparse
 import dataclasses
 import getpass
 import logging
-import signal
 import sys
-from typing import Any
 
 from . import logcontext
 from .config import Config, ConfigError, from_env
 from .operations import OperationError
+from .server import ServeError, open_failure, serve
 
 log = logging.getLogger("msgapi")
-
-# How often CPython hands the GIL to another thread (default 5 ms). Every SQLite row
-# and socket call releases the GIL; the thread that released it then waits up to the
-# whole interval to get it back, so with many busy threads requests queue behind each
-# other (a "convoy"). Measured with wrk, 16 connections, SQLite: GET item 2,120 ->
-# 2,590 req/s, a list page of 100 444 -> 580 req/s. A process-wide setting, so it
-# belongs to the runner, not to the app.
-GIL_SWITCH_INTERVAL_SECONDS = 0.0005
-
-# Waitress's own backstop. The app answers bodies over 64 KiB with a problem+json
-# 413 first; this only stops clients that lie about or omit Content-Length.
-WAITRESS_MAX_BODY_BYTES = 4 * 1024 * 1024
 
 SETTINGS_HELP = """\
 settings (environment variables; README.md, "Configuration", has the full table):
@@ -47,10 +34,6 @@ also: ACCESS_TOKEN_LIFETIME, REFRESH_TOKEN_LIFETIME, PASSWORD_HASH_ITERATIONS,
   CORS_ALLOW_ORIGINS, HASH_CONCURRENCY, HASH_WAIT_SECONDS, LIST_PAGE_SIZE,
   ROTATE_REFRESH_TOKENS, METRICS.
 exit codes: 0 done, 1 the task failed, 2 a setting or argument is wrong."""
-
-
-class ServeError(Exception):
-    """The server cannot start for a reason outside the settings (the port is taken)."""
 
 
 def _port(text: str) -> int:
@@ -109,88 +92,6 @@ def _load_config(threads: int | None = None) -> Config:
     return config
 
 
-class _AppSlot:
-    """The WSGI app, filled in once the port is ours: a taken port must not leave a new database behind."""
-
-    def __init__(self) -> None:
-        self.app: Any = None
-
-    def __call__(self, environ: dict, start_response: Any) -> Any:
-        return self.app(environ, start_response)
-
-
-def _open_failure(config: Config, exc: Exception) -> ConfigError:
-    from .store import describe_open_failure
-
-    return ConfigError(describe_open_failure(config.database_url, exc))
-
-
-def serve(config: Config, host: str, port: int) -> int:
-    import peewee
-
-    from .app import create_app
-
-    slot = _AppSlot()
-    try:
-        server = _create_server(config, slot, host, port)
-    except OSError as exc:
-        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    try:
-        slot.app = create_app(config)
-    except (peewee.OperationalError, peewee.InterfaceError) as exc:
-        server.close()
-        raise _open_failure(config, exc) from None
-    except BaseException:
-        server.close()
-        raise
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
-    shown_host = f"[{host}]" if ":" in host else host
-    log.info("msgapi serving on http://%s:%s/ with %d threads", shown_host, server.effective_port, config.threads)
-    # systemd and service managers stop us with SIGTERM: shut down as cleanly as on Ctrl+C.
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        server.run()
-    except KeyboardInterrupt:
-        log.info("stopped")
-    finally:
-        server.close()
-    return 0
-
-
-def _create_server(config: Config, app: Any, host: str, port: int) -> Any:
-    import waitress
-
-    from .scheduling import make_dispatcher
-
-    dispatcher = make_dispatcher(config)
-    # Waitress takes a dispatcher only through this argument; see scheduling.py for why ours.
-    dispatch = {} if dispatcher is None else {"_dispatcher": dispatcher}
-    return waitress.create_server(
-        app,
-        **dispatch,
-        host=host,
-        port=port,
-        threads=config.threads,
-        max_request_body_size=WAITRESS_MAX_BODY_BYTES,
-        # Idle or half-open connections must not crowd clients out: many may be open,
-        # and each is closed after CHANNEL_TIMEOUT seconds without activity (checked
-        # as often as that, up to Waitress's default 30 s). poll(), not select(),
-        # which cannot watch more than 1024 descriptors.
-        connection_limit=config.connection_limit,
-        channel_timeout=config.channel_timeout,
-        cleanup_interval=min(30, config.channel_timeout),
-        asyncore_use_poll=True,
-        ident="msgapi",
-        # The app decides whom to believe (TRUSTED_PROXIES, several proxies and networks);
-        # Waitress would otherwise strip X-Forwarded-For before the app sees it.
-        clear_untrusted_proxy_headers=False,
-    )
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def _read_password(prompt: str) -> str:
     """From the terminal without echo, or the first line of stdin when piped (never argv)."""
     if sys.stdin.isatty():
@@ -214,7 +115,7 @@ def _run_task(args: argparse.Namespace, config: Config) -> int:
     try:
         store = open_store(config)
     except (peewee.OperationalError, peewee.InterfaceError) as exc:
-        raise _open_failure(config, exc) from None
+        raise open_failure(config, exc) from None
     try:
         if args.command == "init-db":
             print("tables ready")

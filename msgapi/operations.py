@@ -5,7 +5,7 @@ from __future__ import annotations
 import peewee
 from playhouse.db_url import connect as connect_url
 
-from . import passwords
+from . import passwords, rules
 from .config import sqlite_path
 from .store import Store, User, describe_open_failure
 from .store.importing import ImportReport
@@ -17,12 +17,11 @@ class OperationError(Exception):
 
 def create_user(store: Store, username: str, password: str, *, staff: bool, iterations: int) -> User:
     from .body import FieldErrors
-    from .resources.accounts import read_new_password, read_username
 
     errors = FieldErrors()
     body = {"username": username, "password": password}
-    read_username(errors, body)
-    read_new_password(errors, body, "password", username)
+    rules.read_username(errors, body)
+    rules.read_new_password(errors, body, "password", username)
     if errors.errors:
         raise OperationError("; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in errors.errors.items()))
     try:

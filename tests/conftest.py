@@ -353,13 +353,19 @@ def http_json(url: str, method: str, path: str, body: dict | None = None, token:
 
 
 def assert_problem(resp, status: int) -> dict:
-    """A problem-details error response with this status; returns its body."""
-    assert resp.status_int == status
+    """A problem-details error response (a WebTest response) with this status; returns its body.
+
+    RFC 9457's members as the serializer promises them (``type``, ``title``, ``status``,
+    ``detail``), and no Python traceback anywhere in the body.
+    """
+    assert resp.status_int == status, resp.text[:500]
     assert resp.content_type == "application/problem+json"
     body = resp.json
     assert body["status"] == status
-    assert isinstance(body["title"], str) and body["title"]
-    assert isinstance(body["detail"], str) and body["detail"]
+    for member in ("type", "title", "detail"):
+        assert isinstance(body[member], str) and body[member], member
+    for marker in ("Traceback", 'File "'):
+        assert marker not in resp.text
     return body
 
 

@@ -7,24 +7,16 @@ import time
 
 import jwt
 import pytest
-from conftest import PASSWORD, TEST_SECRET_KEY, WireClient, bearer, obtain_tokens, register, wire_login
+from conftest import PASSWORD, TEST_SECRET_KEY, WireClient, assert_problem, bearer, obtain_tokens, register, wire_login
 
 from msgapi.store import revocations, schema, users
 from msgapi.tokens import ACCESS, LEEWAY_SECONDS, REFRESH, InvalidToken, TokenService
 
-PROBLEM_JSON = "application/problem+json"
 NEW_PASSWORD = "a brand new passphrase"
 ACCOUNT_KEYS = {"id", "username", "email", "first_name", "last_name", "is_staff", "is_active", "date_joined"}
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
-
-
-def assert_problem(resp, status: int) -> dict:
-    assert resp.status_int == status, resp.body
-    assert resp.content_type == PROBLEM_JSON
-    assert resp.json["status"] == status
-    return resp.json
 
 
 def stored_user(username: str) -> schema.User:

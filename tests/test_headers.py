@@ -9,7 +9,7 @@ import time
 
 import pytest
 import webtest
-from conftest import PASSWORD, bearer, obtain_tokens, register
+from conftest import PASSWORD, assert_problem, bearer, obtain_tokens, register
 
 import msgapi.app
 from msgapi.app import create_app
@@ -252,9 +252,7 @@ def gated(config, monkeypatch):
 
 
 def assert_busy(resp) -> None:
-    assert resp.status_int == 503, resp.text[:300]
-    assert resp.content_type == PROBLEM_JSON
-    assert resp.json["status"] == 503 and resp.json["title"] and resp.json["detail"]
+    assert_problem(resp, 503)
     assert int(resp.headers["Retry-After"]) >= 1
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
 

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import webtest
-from conftest import register
+from conftest import assert_problem, register
 
 PROBLEM_JSON = "application/problem+json"
 FORM = "application/x-www-form-urlencoded"
@@ -301,18 +301,6 @@ def _send(app: webtest.TestApp, case: Case, auth: dict[str, str]) -> webtest.Tes
         expect_errors=True,
         **kwargs,
     )
-
-
-def assert_problem(resp: webtest.TestResponse, status: int) -> dict:
-    assert resp.status_int == status, resp.text[:500]
-    assert resp.content_type == PROBLEM_JSON
-    body = resp.json
-    assert body["status"] == status
-    assert isinstance(body["title"], str) and body["title"]
-    assert isinstance(body["detail"], str) and body["detail"]
-    for marker in ("Traceback", 'File "'):
-        assert marker not in resp.text
-    return body
 
 
 @pytest.fixture

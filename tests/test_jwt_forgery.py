@@ -16,7 +16,7 @@ import uuid
 
 import jwt
 import pytest
-from conftest import TEST_SECRET_KEY, bearer, obtain_tokens, register
+from conftest import TEST_SECRET_KEY, assert_problem, bearer, obtain_tokens, register
 
 from msgapi.store import schema
 from msgapi.store.connection import database
@@ -69,11 +69,8 @@ def post_message(app, headers: dict):
 
 
 def assert_invalid_token(resp) -> None:
-    assert resp.status_int == 401, resp.text
+    assert_problem(resp, 401)
     assert resp.headers["WWW-Authenticate"] == INVALID_TOKEN
-    assert resp.content_type == PROBLEM_JSON
-    body = resp.json
-    assert body["status"] == 401 and body["title"] and body["detail"]
 
 
 def assert_nothing_stored(app) -> None:

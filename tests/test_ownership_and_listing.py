@@ -10,11 +10,10 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import peewee
 import pytest
-from conftest import bearer, obtain_tokens, register
+from conftest import assert_problem, bearer, obtain_tokens, register
 
 from msgapi.store import schema
 
-PROBLEM_JSON = "application/problem+json"
 WRITE_METHODS = ["PUT", "PATCH", "DELETE"]
 UPDATE_METHODS = ["PUT", "PATCH"]
 MISSING_ID = 987654
@@ -46,13 +45,6 @@ def write(app, method: str, message_id, headers=None, body=None):
         return app.delete(url, headers=headers or {}, expect_errors=True)
     call = app.put_json if method == "PUT" else app.patch_json
     return call(url, {"content": "changed"} if body is None else body, headers=headers or {}, expect_errors=True)
-
-
-def assert_problem(resp, status: int) -> dict:
-    assert resp.status_int == status, resp.body
-    assert resp.content_type == PROBLEM_JSON
-    assert resp.json["status"] == status
-    return resp.json
 
 
 def stored_content(message_id: int) -> str:

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import webtest
-from conftest import PASSWORD, TEST_HASH_ITERATIONS, TEST_SECRET_KEY, register
+from conftest import PASSWORD, TEST_HASH_ITERATIONS, TEST_SECRET_KEY, assert_problem, register
 
 from msgapi import config as config_module
 from msgapi.app import create_app
@@ -43,10 +43,7 @@ def limited_app(config):
 
 
 def assert_429(resp) -> int:
-    assert resp.status_int == 429, resp.text[:300]
-    assert resp.content_type == PROBLEM_JSON
-    body = resp.json
-    assert body["status"] == 429 and body["title"] and body["detail"]
+    assert_problem(resp, 429)
     retry_after = resp.headers["Retry-After"]
     assert retry_after.isdigit(), retry_after
     seconds = int(retry_after)

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 import webtest
-from conftest import TEST_HASH_ITERATIONS, TEST_SECRET_KEY, WireClient, bearer, obtain_tokens, register, wire_login
+from conftest import (
+    TEST_HASH_ITERATIONS,
+    TEST_SECRET_KEY,
+    WireClient,
+    assert_problem,
+    bearer,
+    obtain_tokens,
+    register,
+    wire_login,
+)
 
 from msgapi import config as config_module
 from msgapi.app import create_app
@@ -15,9 +24,7 @@ LIMIT = 3
 
 
 def assert_429(resp) -> None:
-    assert resp.status_int == 429, resp.text[:300]
-    assert resp.content_type == "application/problem+json"
-    assert resp.json["status"] == 429
+    assert_problem(resp, 429)
     assert 1 <= int(resp.headers["Retry-After"]) <= 2 * 60
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import falcon
 import peewee
 
-from .. import passwords
+from .. import passwords, rules
 from ..body import FieldErrors, read_body
 from ..errors import ValidationFailed, unauthorized
 from ..passwords import HashingGate
@@ -13,7 +13,6 @@ from ..ratelimit import RateLimiter
 from ..store import Store, User
 from ..store.revocations import LOGOUT, ROTATED
 from ..tokens import ACCESS, REFRESH, InvalidToken, TokenService, WrongTokenType
-from . import accounts
 from .accounts import no_store
 
 USERNAME_TAKEN = "A user with that username already exists."
@@ -52,9 +51,9 @@ class Register:
         self._limiter.hit(self._limiter.address_bucket("register", req.context.client_ip))
         body = read_body(req)
         errors = FieldErrors()
-        username = accounts.read_username(errors, body)
-        password = accounts.read_new_password(errors, body, "password", username)
-        profile = accounts.read_profile(errors, body)
+        username = rules.read_username(errors, body)
+        password = rules.read_new_password(errors, body, "password", username)
+        profile = rules.read_profile(errors, body)
         if username is not None and self._store.users.by_username(username) is not None:
             errors.add("username", USERNAME_TAKEN)
         errors.raise_if_any()
@@ -89,8 +88,8 @@ class TokenObtain:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_body(req)
         errors = FieldErrors()
-        username = errors.string(body, "username", max_length=accounts.MAX_USERNAME_LENGTH)
-        password = errors.string(body, "password", max_length=accounts.MAX_PASSWORD_LENGTH)
+        username = errors.string(body, "username", max_length=rules.MAX_USERNAME_LENGTH)
+        password = errors.string(body, "password", max_length=rules.MAX_PASSWORD_LENGTH)
         errors.raise_if_any()
         assert username is not None and password is not None
         attempt = self._limiter.login_attempt("token", req.context.client_ip, User.canonical(username))
