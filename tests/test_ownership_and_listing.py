@@ -12,7 +12,7 @@ import peewee
 import pytest
 from conftest import assert_problem, bearer, obtain_tokens, register
 
-from msgapi.store import schema
+from msgapi.store import schema, users
 
 WRITE_METHODS = ["PUT", "PATCH", "DELETE"]
 UPDATE_METHODS = ["PUT", "PATCH"]
@@ -35,7 +35,7 @@ def login(app, username: str, *, staff: bool = False) -> dict[str, str]:
 
 
 def user_id(username: str) -> int:
-    return schema.User.by_username(username).id
+    return users.by_username(username).id
 
 
 def write(app, method: str, message_id, headers=None, body=None):

@@ -21,7 +21,7 @@ from msgapi.app import create_app
 from msgapi.config import Rate
 from msgapi.proxies import client_address, parse_networks
 from msgapi.ratelimit import ACCOUNT_BUDGET_FACTOR, RateLimited, RateLimiter, address_key
-from msgapi.store import schema
+from msgapi.store import limits, schema
 from msgapi.store.connection import database
 
 PROBLEM_JSON = "application/problem+json"
@@ -556,7 +556,7 @@ def limiter(wsgi_app):
 
     def make(limit: int = LIMIT, period: int = 60):
         clock = FakeClock(WINDOW)
-        return RateLimiter(Rate(limit, period), clock=clock), clock
+        return RateLimiter(limits, Rate(limit, period), clock=clock), clock
 
     yield make
     database.close()
@@ -711,11 +711,19 @@ def test_concurrent_requests_get_exactly_the_limit_and_refusals_leave_no_count(l
     assert limiter_counts() == {("contended", WINDOW, 5)}
 
 
+class Untouchable:
+    """Counters that fail the test if anything counts, reads or prunes."""
+
+    def __getattr__(self, name: str):
+        raise AssertionError(f"the disabled limiter used the store: {name}")
+
+
 def test_disabled_limiter_touches_nothing():
-    rl = RateLimiter(None)
+    rl = RateLimiter(Untouchable(), None)
     assert not rl.enabled
     for _ in range(100):
-        rl.hit("anything")  # no database is even open here
+        rl.hit("anything")
+        rl.login_attempt("token", "10.0.0.1", "alice").succeeded()
 
 
 # --- Rate.parse ------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ def for_token(claims: dict[str, Any]) -> User | None:
     if not _RAW_MODEL_DATA:
         return User(**values)
     # Without defaults (Peewee's own __no_default__) and with the values put in place at
-    # once: the constructor's defaults and per-field setters cost three times as much.
+    # once: the constructor's defaults and per-field setters cost several times as much.
     user = User(__no_default__=True)
     user.__data__ = values
     return user
