@@ -22,10 +22,10 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import falcon.testing
-from msgapi.db import database
 
 from msgapi.app import create_app
 from msgapi.config import Config
+from msgapi.store.connection import database
 
 SHAPES = {
     "default (-updated_at)": "",
