@@ -20,7 +20,7 @@ def connect(db: DB) -> Any:
         import sqlite3
 
         conn = sqlite3.connect(target, timeout=10)
-        # The service's pragmas (msgapi.db.SQLITE_PRAGMAS).
+        # The service's pragmas (msgapi.store.connection.SQLITE_PRAGMAS).
         for pragma in (
             "journal_mode = wal",
             "synchronous = normal",
@@ -29,7 +29,7 @@ def connect(db: DB) -> Any:
             "cache_size = -16000",
         ):
             conn.execute(f"PRAGMA {pragma}")
-        # The search index's triggers call it (msgapi.db registers the same on its connections).
+        # The search index's triggers call it (msgapi.store.connection registers the same on its connections).
         conn.create_function("msgapi_casefold", 1, lambda value: value.casefold() if isinstance(value, str) else value)
         return conn
     import psycopg2

@@ -25,7 +25,7 @@ import falcon.testing
 
 from msgapi.app import create_app
 from msgapi.config import Config
-from msgapi.db import database
+from msgapi.store.connection import database
 
 SHAPES = {
     "default (-updated_at)": "",

@@ -6,9 +6,8 @@ from typing import Any
 
 import falcon
 
-from . import errors, jsontext, models
+from . import errors, jsontext
 from .config import Config, from_env
-from .db import database, open_database
 from .metrics import Metrics, MetricsMiddleware, MetricsResource
 from .middleware import BearerAuth, BodyLimit, DatabaseSession, RequestContext
 from .passwords import HashingGate
@@ -18,6 +17,7 @@ from .resources.auth import Register, TokenBlacklist, TokenObtain, TokenRefresh,
 from .resources.docs import ASSETS_PREFIX, DocsAsset, DocsPage, OpenAPISpec
 from .resources.health import Health
 from .resources.messages import MessageCollection, MessageItem
+from .store import Store, open_store
 from .tokens import TokenService
 
 EXPOSED_HEADERS = ["Location", "Link", "X-Next-Cursor", "Retry-After", "X-Request-ID", "WWW-Authenticate", "ETag"]
@@ -46,15 +46,14 @@ def _cors(config: Config) -> list[falcon.CORSMiddleware]:
     return [AllowListCORS(allow_origins=list(config.cors_allow_origins), expose_headers=EXPOSED_HEADERS)]
 
 
-def create_app(config: Config | None = None) -> falcon.App:
-    """Build the WSGI app; reads the environment only when no config is given."""
+def create_app(config: Config | None = None, store: Store | None = None) -> falcon.App:
+    """Build the WSGI app; reads the environment only when no config is given.
+
+    Opens the store from the config (creating missing tables) unless one is given.
+    """
     config = config or from_env()
     config.log_startup_warnings()
-    database.initialize(open_database(config))
-    try:
-        models.create_tables()
-    finally:
-        database.close()
+    store = store or open_store(config)
 
     tokens = TokenService(config.secret_key, config.access_token_lifetime, config.refresh_token_lifetime)
     metrics = Metrics() if config.metrics else None
@@ -64,40 +63,42 @@ def create_app(config: Config | None = None) -> falcon.App:
             *([MetricsMiddleware(metrics)] if metrics else []),
             *_cors(config),
             BodyLimit(config.max_body_bytes),
-            DatabaseSession(),
-            BearerAuth(tokens),
+            DatabaseSession(store),
+            BearerAuth(tokens, store),
         ]
     )
     app.req_options.strip_url_path_trailing_slash = True
     # "?limit=" must be a 400, not silently the default.
     app.req_options.keep_blank_qs_values = True
-    errors.install(app)
+    errors.install(app, store)
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(dumps=jsontext.dumps)
 
-    limiter = RateLimiter(config.auth_rate_limit, config.rate_limit_ipv6_prefix)
-    write_limiter = RateLimiter(config.write_rate_limit)
+    limiter = RateLimiter(store.limits, config.auth_rate_limit, config.rate_limit_ipv6_prefix)
+    write_limiter = RateLimiter(store.limits, config.write_rate_limit)
     # Logins may hold at most half the server's threads (hashing or queued for it): the
     # other half stays free for everything else, however many logins arrive at once.
     concurrency = config.effective_hash_concurrency()
     gate = HashingGate(concurrency, config.hash_wait_seconds, max(concurrency + 1, config.threads // 2))
     iterations = config.password_hash_iterations
-    app.add_route("/api/auth/register", Register(iterations, limiter, gate))
-    app.add_route("/api/auth/token", TokenObtain(tokens, iterations, limiter, gate))
-    app.add_route("/api/auth/token/refresh", TokenRefresh(tokens, config.rotate_refresh_tokens))
-    app.add_route("/api/auth/token/verify", TokenVerify(tokens))
-    app.add_route("/api/auth/token/blacklist", TokenBlacklist(tokens))
-    app.add_route("/api/auth/me", Me())
-    app.add_route("/api/auth/password", PasswordChange(tokens, iterations, limiter, gate))
-    app.add_route("/api/users/{id}", UserAdmin())
+    app.add_route("/api/auth/register", Register(store, iterations, limiter, gate))
+    app.add_route("/api/auth/token", TokenObtain(store, tokens, iterations, limiter, gate))
+    app.add_route("/api/auth/token/refresh", TokenRefresh(store, tokens, config.rotate_refresh_tokens))
+    app.add_route("/api/auth/token/verify", TokenVerify(store, tokens))
+    app.add_route("/api/auth/token/blacklist", TokenBlacklist(store, tokens))
+    app.add_route("/api/auth/me", Me(store))
+    app.add_route("/api/auth/password", PasswordChange(store, tokens, iterations, limiter, gate))
+    app.add_route("/api/users/{id}", UserAdmin(store))
     app.add_route(
         "/api/messages",
-        MessageCollection(config.list_page_size, write_limiter, config.list_time_limit_ms, config.idempotency_key_ttl),
+        MessageCollection(
+            store, config.list_page_size, write_limiter, config.list_time_limit_ms, config.idempotency_key_ttl
+        ),
     )
-    app.add_route("/api/messages/{id}", MessageItem(write_limiter, config.require_preconditions))
-    app.add_route("/healthz", Health())
+    app.add_route("/api/messages/{id}", MessageItem(store, write_limiter, config.require_preconditions))
+    app.add_route("/healthz", Health(store))
     if metrics:
         # Switched off by default, and kept out of openapi.yaml: it is for operators, not clients.
-        app.add_route("/metrics", MetricsResource(metrics))
+        app.add_route("/metrics", MetricsResource(metrics, store))
     docs = DocsPage()
     app.add_route("/", docs)
     app.add_route("/docs/init.js", docs, suffix="init")

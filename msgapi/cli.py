@@ -105,33 +105,33 @@ def _read_password(prompt: str) -> str:
 def _run_task(args: argparse.Namespace, config: Config) -> int:
     import peewee
 
-    from . import models, operations
-    from .db import database, open_database
+    from . import operations
+    from .store import open_store
 
     # The generated-key notice belongs to serve; a command shows it only when it made the key.
     config.log_startup_warnings(key_notice=config.key_generated)
     # A source that cannot be read stops the import before our own database is touched.
     source = operations.open_source(args.source_url) if args.command == "import-django" else None
-    database.initialize(open_database(config))
     try:
-        try:
-            models.create_tables()
-        except (peewee.OperationalError, peewee.InterfaceError) as exc:
-            raise open_failure(config, exc) from None
+        store = open_store(config)
+    except (peewee.OperationalError, peewee.InterfaceError) as exc:
+        raise open_failure(config, exc) from None
+    try:
         if args.command == "init-db":
             print("tables ready")
         elif args.command == "createuser":
             password = _read_password(f"Password for {args.username}: ")
             user = operations.create_user(
+                store,
                 args.username, password, staff=args.staff, iterations=config.password_hash_iterations
             )
             print(f"created user {user.username!r} (id {user.id}{', staff' if user.is_staff else ''})")
         elif args.command == "deactivate":
-            user = operations.deactivate_user(args.username)
+            user = operations.deactivate_user(store, args.username)
             print(f"deactivated {user.username!r}; every token they held has stopped working")
         elif args.command == "import-django":
             assert source is not None
-            report = operations.import_django(source)
+            report = operations.import_django(store, source)
             print(
                 f"users: {report.users_added} added, {report.users_present} already here; "
                 f"messages: {report.messages_added} added, {report.messages_present} already here"
@@ -141,7 +141,7 @@ def _run_task(args: argparse.Namespace, config: Config) -> int:
             for line in report.skipped_messages:
                 print(f"skipped {line}")
     finally:
-        database.close_all()
+        store.close()
     return 0
 
 

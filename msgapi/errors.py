@@ -18,9 +18,9 @@ import falcon
 import peewee
 
 from . import jsontext
-from .db import TimeLimitExceeded, discard_broken_connections
 from .passwords import HashingBusy
 from .ratelimit import RateLimited
+from .store import Store, TimeLimitExceeded
 
 log = logging.getLogger("msgapi.errors")
 
@@ -100,11 +100,18 @@ def serialize_problem(req: falcon.Request, resp: falcon.Response, exc: falcon.HT
     resp.data = jsontext.dumps(problem_body(exc)).encode("utf-8")
 
 
-def _database_unavailable(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict) -> None:
-    first_line = (str(exc).strip().splitlines() or [""])[0]
-    log.error("database unavailable: %s: %s", type(exc).__name__, first_line)
-    discard_broken_connections()
-    raise falcon.HTTPServiceUnavailable(
+def _database_unavailable(store: Store) -> Any:
+    def handle(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict) -> None:
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        log.error("database unavailable: %s: %s", type(exc).__name__, first_line)
+        store.discard_broken()
+        raise _unavailable()
+
+    return handle
+
+
+def _unavailable() -> falcon.HTTPServiceUnavailable:
+    return falcon.HTTPServiceUnavailable(
         title="Service unavailable",
         description="The database is busy or unreachable; retry shortly.",
         retry_after=RETRY_AFTER_SECONDS,
@@ -149,12 +156,13 @@ def _hashing_busy(req: falcon.Request, resp: falcon.Response, exc: HashingBusy, 
     )
 
 
-def install(app: falcon.App) -> None:
+def install(app: falcon.App, store: Store) -> None:
     app.set_error_serializer(serialize_problem)
     # Handlers are matched most specific first (Falcon 3+), so the order here does not matter.
     app.add_error_handler(Exception, _unexpected)
-    app.add_error_handler(peewee.OperationalError, _database_unavailable)
-    app.add_error_handler(peewee.InterfaceError, _database_unavailable)
+    unavailable = _database_unavailable(store)
+    app.add_error_handler(peewee.OperationalError, unavailable)
+    app.add_error_handler(peewee.InterfaceError, unavailable)
     app.add_error_handler(TimeLimitExceeded, _time_limit_exceeded)
     app.add_error_handler(RateLimited, _rate_limited)
     app.add_error_handler(HashingBusy, _hashing_busy)

@@ -15,8 +15,7 @@ from typing import Any
 
 import falcon
 
-from .db import database
-from .models import view_statistics
+from .store import Store
 
 # Labels taken from a request come from fixed sets: Waitress accepts any token as a
 # method, and a label per made-up method would grow without bound.
@@ -42,7 +41,7 @@ class Metrics:
             counts[index] += 1
             self._sums[route] = self._sums.get(route, 0.0) + seconds
 
-    def exposition(self) -> str:
+    def exposition(self, store: Store) -> str:
         with self._lock:
             requests = dict(self._requests)
             bucket_counts = {route: list(counts) for route, counts in self._bucket_counts.items()}
@@ -65,7 +64,7 @@ class Metrics:
                 lines.append(f'msgapi_request_duration_seconds_bucket{{route="{route}",le="{le}"}} {cumulative}')
             lines.append(f'msgapi_request_duration_seconds_sum{{route="{route}"}} {sums[route]:.6f}')
             lines.append(f'msgapi_request_duration_seconds_count{{route="{route}"}} {cumulative}')
-        views = view_statistics()
+        views = store.view_statistics()
         lines += [
             "# HELP msgapi_view_statements_total Statements that counted views (PostgreSQL counts many views in one).",
             "# TYPE msgapi_view_statements_total counter",
@@ -74,15 +73,13 @@ class Metrics:
             "# TYPE msgapi_views_counted_total counter",
             f"msgapi_views_counted_total {views['views']}",
         ]
-        pool: Any = database.obj
-        in_use = len(getattr(pool, "_in_use", ()))
-        idle = len(getattr(pool, "_connections", ()))
+        pool = store.pool_statistics()
         lines += [
             "# HELP msgapi_db_pool_connections Pooled database connections, by state.",
             "# TYPE msgapi_db_pool_connections gauge",
-            f'msgapi_db_pool_connections{{state="in_use"}} {in_use}',
-            f'msgapi_db_pool_connections{{state="idle"}} {idle}',
-            f"msgapi_db_pool_max_connections {getattr(pool, '_max_connections', 0) or 0}",
+            f'msgapi_db_pool_connections{{state="in_use"}} {pool["in_use"]}',
+            f'msgapi_db_pool_connections{{state="idle"}} {pool["idle"]}',
+            f"msgapi_db_pool_max_connections {pool['max']}",
         ]
         return "\n".join(lines) + "\n"
 
@@ -101,9 +98,10 @@ class MetricsMiddleware:
 
 
 class MetricsResource:
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, store: Store) -> None:
         self._metrics = metrics
+        self._store = store
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = "text/plain; version=0.0.4; charset=utf-8"
-        resp.text = self._metrics.exposition()
+        resp.text = self._metrics.exposition(self._store)

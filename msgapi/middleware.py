@@ -10,10 +10,10 @@ from typing import Any
 
 import falcon
 
-from . import logcontext, models
-from .db import release_connection
+from . import logcontext
 from .errors import BEARER_TOKEN_NOT_VALID, token_user_refused, unauthorized
 from .proxies import Network, client_address
+from .store import Store
 from .tokens import ACCESS, InvalidToken, TokenService
 
 # A client's X-Request-ID is kept only when it is short and harmless to echo and log.
@@ -74,8 +74,11 @@ class DatabaseSession:
     never touch the database), and always given back here, even after errors.
     """
 
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool) -> None:
-        release_connection()
+        self._store.release()
 
 
 class BearerAuth:
@@ -88,8 +91,9 @@ class BearerAuth:
     makes the same check in its own statement (``req.context.claims`` has the token).
     """
 
-    def __init__(self, tokens: TokenService) -> None:
+    def __init__(self, tokens: TokenService, store: Store) -> None:
         self._tokens = tokens
+        self._store = store
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
         if req.method not in getattr(resource, "auth_methods", ()):
@@ -110,7 +114,7 @@ class BearerAuth:
         req.context.claims = claims
         if req.method in getattr(resource, "checks_token_user", ()):
             return
-        user = models.User.for_token(claims)
+        user = self._store.users.for_token(claims)
         if user is None:
             raise token_user_refused()
         req.context.user = user

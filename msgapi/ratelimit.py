@@ -18,8 +18,8 @@ import hashlib
 import ipaddress
 import math
 import time
+from typing import Any
 
-from . import models
 from .config import Rate
 
 # A failing account may take this many times the per-address budget: one address
@@ -54,18 +54,21 @@ def _fixed_size(value: str) -> str:
 class LoginAttempt:
     """One password check let through by ``RateLimiter.login_attempt``; see there."""
 
-    def __init__(self, account_slot: tuple[str, int] | None) -> None:
+    def __init__(self, limits: Any, account_slot: tuple[str, int] | None) -> None:
+        self._limits = limits
         self._account_slot = account_slot
 
     def succeeded(self) -> None:
         """The password was right: give the account's slot back (success is not guessing)."""
         if self._account_slot is not None:
-            models.uncount_hit(*self._account_slot)
+            self._limits.uncount_hit(*self._account_slot)
             self._account_slot = None
 
 
 class RateLimiter:
-    def __init__(self, rate: Rate | None, ipv6_prefix: int = 64, clock=time.time) -> None:
+    def __init__(self, limits: Any, rate: Rate | None, ipv6_prefix: int = 64, clock=time.time) -> None:
+        """``limits``: the store's rate-limit counters (``Store.limits``)."""
+        self._limits = limits
         self._rate = rate
         self._ipv6_prefix = ipv6_prefix
         self._clock = clock
@@ -110,7 +113,7 @@ class RateLimiter:
             attempt.succeeded()
         """
         if self._rate is None:
-            return LoginAttempt(None)
+            return LoginAttempt(self._limits, None)
         limit = self._rate.limit
         _, account_slot = self._take(
             [
@@ -118,7 +121,7 @@ class RateLimiter:
                 (self.account_bucket(scope, account), limit * ACCOUNT_BUDGET_FACTOR),
             ]
         )
-        return LoginAttempt(account_slot)
+        return LoginAttempt(self._limits, account_slot)
 
     def _take(self, limits: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """One hit in each (bucket, limit) if every one fits, as (bucket, window) slots; else raise.
@@ -133,21 +136,21 @@ class RateLimiter:
         overlap = 1.0 - (now - window) / period  # share of the previous window still inside
         weighted: list[float] = []
         for bucket, limit in limits:
-            previous, current = models.hits_in_windows(bucket, window - period, window)
+            previous, current = self._limits.hits_in_windows(bucket, window - period, window)
             if current + 1 + previous * overlap > limit:
                 raise RateLimited(self._wait(now, window, current + 1, limit))
             weighted.append(previous * overlap)
         taken: list[tuple[str, int]] = []
         for (bucket, limit), weighted_previous in zip(limits, weighted, strict=True):
-            counted = models.count_hit(bucket, window)
+            counted = self._limits.count_hit(bucket, window)
             taken.append((bucket, window))
             if counted + weighted_previous > limit:
                 for slot in taken:
-                    models.uncount_hit(*slot)
+                    self._limits.uncount_hit(*slot)
                 raise RateLimited(self._wait(now, window, counted, limit))
             if counted == 1:
                 # First hit of a new window for this bucket: a cheap moment to drop old windows.
-                models.prune_hits(window - period)
+                self._limits.prune_hits(window - period)
         return taken
 
     def _wait(self, now: float, window: int, current: int, limit: int) -> int:

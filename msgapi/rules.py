@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from . import models
+from .store import MAX_USERNAME_LENGTH as STORED_USERNAME_LENGTH
+from .store import User
 
 if TYPE_CHECKING:
     from .body import FieldErrors
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 # Django's UnicodeUsernameValidator: letters, digits and @ . + - _
 _USERNAME = re.compile(r"[\w.@+-]+\Z")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+\Z")
-MAX_USERNAME_LENGTH = models.MAX_USERNAME_LENGTH
+MAX_USERNAME_LENGTH = STORED_USERNAME_LENGTH
 USERNAME_TOO_LONG_FOLDED = (
     f"Ensure this field has no more than {MAX_USERNAME_LENGTH} characters once letter case is ignored "
     "(some letters count as several, e.g. ß as ss)."
@@ -44,9 +45,9 @@ def read_username(errors: FieldErrors, body: dict[str, Any]) -> str | None:
     raw = errors.string(body, "username", max_length=MAX_USERNAME_LENGTH)
     if raw is None:
         return None
-    username = models.User.normalize(raw)
+    username = User.normalize(raw)
     problem = _username_problem(username)
-    if problem is None and max(len(username), len(models.User.canonical(username))) > MAX_USERNAME_LENGTH:
+    if problem is None and max(len(username), len(User.canonical(username))) > MAX_USERNAME_LENGTH:
         problem = USERNAME_TOO_LONG_FOLDED
     if problem is not None:
         errors.add("username", problem)

@@ -17,9 +17,8 @@ log = logging.getLogger("msgapi")
 # How often CPython hands the GIL to another thread (default 5 ms). Every SQLite row
 # and socket call releases the GIL; the thread that released it then waits up to the
 # whole interval to get it back, so with many busy threads requests queue behind each
-# other (a "convoy"). Measured with wrk, 16 connections, SQLite: GET item 2,120 ->
-# 2,590 req/s, a list page of 100 444 -> 580 req/s. A process-wide setting, so it
-# belongs to the runner, not to the app.
+# other (a "convoy"); a shorter interval measurably raised throughput under load (see
+# the commit that set it). A process-wide setting, so it belongs to the runner, not the app.
 GIL_SWITCH_INTERVAL_SECONDS = 0.0005
 
 # Waitress's own backstop. The app answers bodies over 64 KiB with a problem+json
@@ -43,7 +42,7 @@ class _AppSlot:
 
 def open_failure(config: Config, exc: Exception) -> ConfigError:
     """The database named by the settings cannot be opened: one line for the operator (also used by the CLI's tasks)."""
-    from .db import describe_open_failure
+    from .store import describe_open_failure
 
     return ConfigError(describe_open_failure(config.database_url, exc))
 

@@ -53,8 +53,8 @@ class TokenService:
         self._key = secret_key
         self._lifetimes = {ACCESS: access_lifetime, REFRESH: refresh_lifetime}
         self._clock = clock
-        # Verifying a token costs about 60 µs, most of an authenticated request; clients
-        # reuse an access token for hours. Failures are not cached (exceptions never are).
+        # Verifying a token's signature is most of an authenticated request's own work, and
+        # clients reuse an access token for hours. Failures are not cached (exceptions never are).
         self._verified = functools.lru_cache(maxsize=4096)(self._verify_uncached)
 
     def now(self) -> int:

@@ -19,7 +19,7 @@ import webtest
 
 from msgapi.app import create_app
 from msgapi.config import Config
-from msgapi.db import database
+from msgapi.store.connection import database
 
 TEST_SECRET_KEY = "test-secret-key-" + "k" * 32
 TEST_HASH_ITERATIONS = 1000

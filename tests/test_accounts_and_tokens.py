@@ -9,7 +9,7 @@ import jwt
 import pytest
 from conftest import PASSWORD, TEST_SECRET_KEY, WireClient, assert_problem, bearer, obtain_tokens, register, wire_login
 
-from msgapi import models
+from msgapi.store import revocations, schema, users
 from msgapi.tokens import ACCESS, LEEWAY_SECONDS, REFRESH, InvalidToken, TokenService
 
 NEW_PASSWORD = "a brand new passphrase"
@@ -19,8 +19,8 @@ ACCOUNT_KEYS = {"id", "username", "email", "first_name", "last_name", "is_staff"
 # --- helpers -----------------------------------------------------------------------------------------------
 
 
-def stored_user(username: str) -> models.User:
-    return models.User.by_username(username)
+def stored_user(username: str) -> schema.User:
+    return users.by_username(username)
 
 
 def login_status(app, username: str, password: str) -> int:
@@ -56,7 +56,7 @@ def change_password(app, access: str, current: str = PASSWORD, new: str = NEW_PA
 
 def staff_headers(app, username: str = "carol") -> dict[str, str]:
     register(app, username)
-    models.User.update(is_staff=True).where(models.User.username_key == username).execute()
+    schema.User.update(is_staff=True).where(schema.User.username_key == username).execute()
     return bearer(obtain_tokens(app, username)["access"])
 
 
@@ -400,17 +400,17 @@ def test_blacklist_is_seen_by_another_server_process(live_server):
 
 
 def test_blacklisting_prunes_expired_revocations(app, tokens):
-    models.RevokedToken.create(
+    schema.RevokedToken.create(
         jti="expired-jti", family="expired-fam", reason="logout", expires_at=int(time.time()) - 60
     )
     assert blacklist(app, tokens["refresh"]).status_int == 200
-    assert not models.RevokedToken.select().where(models.RevokedToken.jti == "expired-jti").exists()
+    assert not schema.RevokedToken.select().where(schema.RevokedToken.jti == "expired-jti").exists()
 
 
 def test_blacklisting_keeps_unexpired_revocations(app, tokens):
-    models.RevokedToken.create(jti="live-jti", family="live-fam", reason="logout", expires_at=int(time.time()) + 3600)
+    schema.RevokedToken.create(jti="live-jti", family="live-fam", reason="logout", expires_at=int(time.time()) + 3600)
     blacklist(app, tokens["refresh"])
-    jtis = {row.jti for row in models.RevokedToken.select()}
+    jtis = {row.jti for row in schema.RevokedToken.select()}
     assert "live-jti" in jtis
     assert jwt.decode(tokens["refresh"], options={"verify_signature": False})["jti"] in jtis
 
@@ -423,34 +423,34 @@ def test_a_logged_out_token_stays_refused_after_its_exp_while_the_leeway_accepts
     assert_problem(refresh(app, token), 401)
 
 
-@pytest.mark.parametrize("reason", [models.LOGOUT, models.ROTATED])
+@pytest.mark.parametrize("reason", [revocations.LOGOUT, revocations.ROTATED])
 def test_a_revocation_is_kept_while_any_process_could_accept_the_token(app, reason):
     clock = Clock(2_000_000_000.5)
     service = TokenService(TEST_SECRET_KEY, 7200, 86400, clock=clock)
     token = service.issue(REFRESH, 1, 0)
     claims = service.decode(token, REFRESH)
-    models.revoke_token(claims["jti"], claims["fam"], reason, service.revocation_expiry(claims), service.now())
+    revocations.revoke_token(claims["jti"], claims["fam"], reason, service.revocation_expiry(claims), service.now())
 
     # The last moment a process with the right clock accepts the token...
     clock.now = claims["exp"] + LEEWAY_SECONDS - 0.001
     service.decode(token, REFRESH)
     # ...while the process pruning revocations runs the whole leeway ahead.
-    models.revoke_token("other", "other", models.LOGOUT, 0, service.now() + LEEWAY_SECONDS)
-    assert models.is_token_revoked(claims["jti"])
+    revocations.revoke_token("other", "other", revocations.LOGOUT, 0, service.now() + LEEWAY_SECONDS)
+    assert revocations.is_token_revoked(claims["jti"])
 
     # Once no process accepts the token, its revocation may go: the table stays small.
     clock.now = claims["exp"] + LEEWAY_SECONDS
     with pytest.raises(InvalidToken):
         service.decode(token, REFRESH)
-    models.revoke_token("other-2", "other", models.LOGOUT, 0, service.now() + LEEWAY_SECONDS + 1)
-    assert not models.is_token_revoked(claims["jti"])
+    revocations.revoke_token("other-2", "other", revocations.LOGOUT, 0, service.now() + LEEWAY_SECONDS + 1)
+    assert not revocations.is_token_revoked(claims["jti"])
 
 
 def test_a_revoked_login_is_kept_while_any_of_its_tokens_could_be_accepted(app):
     clock = Clock(2_000_000_000.5)
     service = TokenService(TEST_SECRET_KEY, 7200, 86400, clock=clock)
     revoked_at = service.now()
-    models.revoke_family("the-login", service.family_revocation_expiry(), revoked_at)
+    revocations.revoke_family("the-login", service.family_revocation_expiry(), revoked_at)
     # The login's youngest possible token: issued just then, by a process whose clock runs ahead.
     ahead = TokenService(TEST_SECRET_KEY, 7200, 86400, clock=Clock(revoked_at + LEEWAY_SECONDS))
     token = ahead.issue(REFRESH, 1, 0, "the-login")
@@ -458,8 +458,8 @@ def test_a_revoked_login_is_kept_while_any_of_its_tokens_could_be_accepted(app):
 
     clock.now = claims["exp"] + LEEWAY_SECONDS - 0.001
     service.decode(token, REFRESH)  # still accepted by a verifier with the right clock
-    models.revoke_token("other", "other", models.LOGOUT, 0, service.now() + LEEWAY_SECONDS)
-    assert models.is_family_revoked("the-login")
+    revocations.revoke_token("other", "other", revocations.LOGOUT, 0, service.now() + LEEWAY_SECONDS)
+    assert schema.RevokedFamily.select().where(schema.RevokedFamily.family == "the-login").exists()
 
 
 # --- refresh-token rotation --------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ import jwt
 import pytest
 from conftest import PASSWORD, TEST_HASH_ITERATIONS, TEST_SECRET_KEY, assert_problem, bearer, obtain_tokens, register
 
-from msgapi import models
-from msgapi.db import database
+from msgapi.store import schema, users
+from msgapi.store.connection import database
 
 REGISTER = "/api/auth/register/"
 TOKEN = "/api/auth/token/"
@@ -33,19 +33,19 @@ def assert_field_error(resp, field: str) -> None:
     assert all(isinstance(message, str) and message for message in body["errors"][field])
 
 
-def stored_user(username: str) -> models.User:
+def stored_user(username: str) -> schema.User:
     with database.connection_context():
-        return models.User.get(models.User.username == username)
+        return schema.User.get(schema.User.username == username)
 
 
 def store_user(username: str, password_hash: str) -> None:
     with database.connection_context():
-        models.create_user(username, password_hash)
+        users.create(username, password_hash)
 
 
 def delete_user(username: str) -> None:
     with database.connection_context():
-        models.User.delete().where(models.User.username == username).execute()
+        schema.User.delete().where(schema.User.username == username).execute()
 
 
 def django_hash(password: str, iterations: int, salt: str = "Fq3pZ8nWv1xKj2LmQ7rTsU") -> str:
@@ -170,7 +170,7 @@ def test_every_login_does_the_same_hashing_work(app, hashing_work, username, pas
     # the time alone would tell which usernames exist.
     register(app, "alice")
     register(app, "inactive")
-    models.User.update(is_active=False).where(models.User.username_key == "inactive").execute()
+    schema.User.update(is_active=False).where(schema.User.username_key == "inactive").execute()
     hashing_work["pbkdf2"].clear()
     hashing_work["compare_digest"].clear()
     app.post_json(
@@ -429,7 +429,7 @@ def test_a_hash_upgrade_does_not_undo_a_password_change(app):
     new = {"current_password": PASSWORD, "new_password": "a brand new passphrase"}
     app.post_json("/api/auth/password/", new, headers=bearer(access), status=200)
     with database.connection_context():
-        assert not models.upgrade_password_hash(checked, django_hash(PASSWORD, TEST_HASH_ITERATIONS))
+        assert not users.upgrade_password_hash(checked, django_hash(PASSWORD, TEST_HASH_ITERATIONS))
     app.post_json(TOKEN, {"username": "alice", "password": "a brand new passphrase"}, status=200)
     app.post_json(TOKEN, {"username": "alice", "password": PASSWORD}, status=401)
 
@@ -464,7 +464,7 @@ def set_up_account(state: str) -> None:
     store_user("victim", hashes[state])
     if state == "inactive":
         with database.connection_context():
-            models.User.update(is_active=False).where(models.User.username == "victim").execute()
+            schema.User.update(is_active=False).where(schema.User.username == "victim").execute()
 
 
 @pytest.mark.parametrize(
@@ -498,7 +498,7 @@ def test_a_wrong_current_password_spends_the_configured_work_whatever_the_hash(a
     access = obtain_tokens(app, "alice")["access"]
     with database.connection_context():
         weaker = django_hash(PASSWORD, TEST_HASH_ITERATIONS // 10)
-        models.User.update(password=weaker).where(models.User.username == "alice").execute()
+        schema.User.update(password=weaker).where(schema.User.username == "alice").execute()
     pbkdf2_rounds.clear()
     body = {"current_password": "not the password", "new_password": "a brand new passphrase"}
     app.post_json("/api/auth/password/", body, headers=bearer(access), status=400)

@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from conftest import WireClient, assert_problem, bearer, obtain_tokens, register, wire_login
 
-from msgapi import models
 from msgapi.config import ConfigError, from_env
-from msgapi.db import database
+from msgapi.store import schema
+from msgapi.store.connection import database
 
 STRONG_ETAG = re.compile(r'"[!#-~]+"\Z')
 EDITORS = 8
@@ -122,7 +122,7 @@ def test_two_edits_in_one_microsecond_still_get_different_etags(app, auth, creat
     message = create_message()
     future = datetime.datetime(2100, 1, 1, 12, 0, 0)
     with database.connection_context():
-        models.Message.update(updated_at=future).where(models.Message.id == message["id"]).execute()
+        schema.Message.update(updated_at=future).where(schema.Message.id == message["id"]).execute()
     url = url_of(message)
     first = app.head(url).headers["ETag"]
     edited = app.put_json(url, {"content": "edited"}, headers={**auth, "If-Match": first})

@@ -98,7 +98,7 @@ def test_the_hashing_cap_stays_below_the_thread_count():
 
 
 def test_an_sqlite_without_returning_or_json_is_refused_at_start(monkeypatch, tmp_path):
-    from msgapi import db
+    from msgapi.store import connection as db
 
     monkeypatch.setattr(db.sqlite3, "sqlite_version_info", (3, 31, 1))
     monkeypatch.setattr(db.sqlite3, "sqlite_version", "3.31.1")

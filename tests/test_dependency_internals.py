@@ -71,13 +71,13 @@ def test_with_everything_in_place_sqlite_gets_the_focused_dispatcher_without_a_w
 def test_users_read_through_the_public_constructor_are_the_same(app, monkeypatch):
     from conftest import register
 
-    from msgapi import models
+    from msgapi.store import schema, users
 
     register(app, "alice", first_name="Alice")
-    stored = models.User.get(models.User.username == "alice")
+    stored = schema.User.get(schema.User.username == "alice")
     claims = {"user_id": stored.id, "ver": stored.token_version, "fam": "a-login"}
-    fast = models.User.for_token(claims)
-    monkeypatch.setattr(models, "_RAW_MODEL_DATA", False)
-    public = models.User.for_token(claims)
+    fast = users.for_token(claims)
+    monkeypatch.setattr(users, "_RAW_MODEL_DATA", False)
+    public = users.for_token(claims)
     assert public.__data__ == fast.__data__
     assert public.first_name == "Alice" and public.is_active is True

@@ -138,7 +138,7 @@ def test_a_start_waits_while_another_process_is_creating_the_database(tmp_path):
     import peewee
 
     from msgapi.config import Config
-    from msgapi.db import open_database
+    from msgapi.store.connection import open_database
 
     path = tmp_path / "msgapi.sqlite3"
     other_process = sqlite3.connect(path, isolation_level=None, check_same_thread=False)

@@ -14,8 +14,8 @@ import pytest
 
 from msgapi.app import create_app
 from msgapi.config import Config
-from msgapi.db import database
 from msgapi.passwords import HashingBusy, HashingGate
+from msgapi.store.connection import database
 
 EVENTUALLY = 10.0
 

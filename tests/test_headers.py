@@ -12,11 +12,11 @@ import webtest
 from conftest import PASSWORD, assert_problem, bearer, obtain_tokens, register
 
 import msgapi.app
-from msgapi import models
 from msgapi.app import create_app
 from msgapi.config import Rate
-from msgapi.db import database
 from msgapi.passwords import HashingBusy, HashingGate
+from msgapi.store import listing
+from msgapi.store.connection import database
 
 PROBLEM_JSON = "application/problem+json"
 HEX32 = re.compile(r"[0-9a-f]{32}\Z")
@@ -145,7 +145,7 @@ def test_unexpected_error_is_a_generic_500_with_nosniff_and_no_traceback(app, mo
     def boom(**kwargs):
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(models, "list_messages", boom)
+    monkeypatch.setattr(listing, "page", boom)
     with caplog.at_level("ERROR"):
         resp = app.get("/api/messages", expect_errors=True)
     assert resp.status_int == 500

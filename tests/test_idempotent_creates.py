@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from conftest import WireClient, assert_problem, bearer, obtain_tokens, register, wire_login
 
-from msgapi import models
-from msgapi.db import database
+from msgapi.store import idempotency, schema
+from msgapi.store.connection import database
 
 RETRIES = 16
 BARRIER_TIMEOUT = 30
@@ -24,12 +24,12 @@ def post(app, auth: dict[str, str], key: str | None, content: str = "hello", **k
 
 def message_count() -> int:
     with database.connection_context():
-        return models.Message.select().count()
+        return schema.Message.select().count()
 
 
-def key_rows() -> list[models.IdempotencyKey]:
+def key_rows() -> list[schema.IdempotencyKey]:
     with database.connection_context():
-        return list(models.IdempotencyKey.select())
+        return list(schema.IdempotencyKey.select())
 
 
 def the_answer(resp) -> tuple:
@@ -94,11 +94,11 @@ def test_the_token_outranks_the_key(app, auth):
 
 def test_a_refused_token_user_creates_nothing_and_leaves_the_key_free(app, auth, tokens):
     with database.connection_context():
-        models.User.update(is_active=False).execute()
+        schema.User.update(is_active=False).execute()
     assert_problem(post(app, auth, "k"), 401)
     assert key_rows() == []
     with database.connection_context():
-        models.User.update(is_active=True).execute()
+        schema.User.update(is_active=True).execute()
     assert post(app, auth, "k").status_int == 201
 
 
@@ -111,7 +111,7 @@ def test_without_the_header_nothing_is_stored(app, auth):
 def _claim(key: str, content: str, age: int) -> None:
     """A claim as a request in flight (or one that died) leaves it: no answer yet."""
     with database.connection_context():
-        models.IdempotencyKey.insert(
+        schema.IdempotencyKey.insert(
             user=1,
             key=key,
             fingerprint=hashlib.sha256(content.encode()).hexdigest(),
@@ -131,7 +131,7 @@ def test_a_repeat_while_the_first_is_in_flight_is_409(app, auth):
 
 
 def test_a_claim_left_by_a_request_that_died_is_taken_over(app, auth):
-    _claim("k", "hello", age=models.IDEMPOTENCY_LEASE_SECONDS + 1)
+    _claim("k", "hello", age=idempotency.IDEMPOTENCY_LEASE_SECONDS + 1)
     first = post(app, auth, "k")
     assert first.status_int == 201
     assert the_answer(post(app, auth, "k")) == the_answer(first)
@@ -145,15 +145,15 @@ def test_an_expired_key_may_be_used_again_and_old_keys_are_pruned_in_bounded_bat
     first = post(app, auth, "k")
     old = int(time.time()) - 61
     with database.connection_context():
-        models.IdempotencyKey.update(created_at=old).execute()
-        models.IdempotencyKey.insert_many(
+        schema.IdempotencyKey.update(created_at=old).execute()
+        schema.IdempotencyKey.insert_many(
             [{"user": 1, "key": f"old-{n}", "fingerprint": "f", "claim": "c", "created_at": old} for n in range(150)]
         ).execute()
     second = post(app, auth, "k")
     assert second.status_int == 201 and second.json["id"] != first.json["id"]
     # One batch of expired keys went (the old "k" may have been one of them), not all.
     pruned = 150 - sum(row.key.startswith("old-") for row in key_rows())
-    assert pruned in (models.IDEMPOTENCY_PRUNE_BATCH - 1, models.IDEMPOTENCY_PRUNE_BATCH)
+    assert pruned in (idempotency.IDEMPOTENCY_PRUNE_BATCH - 1, idempotency.IDEMPOTENCY_PRUNE_BATCH)
     assert post(app, auth, "another").status_int == 201
     assert {row.key for row in key_rows()} == {"k", "another"}
 
@@ -161,7 +161,7 @@ def test_an_expired_key_may_be_used_again_and_old_keys_are_pruned_in_bounded_bat
 def test_concurrent_creates_prune_expired_keys_together_without_error(app, auth):
     old = int(time.time()) - 2 * 86400
     with database.connection_context():
-        models.IdempotencyKey.insert_many(
+        schema.IdempotencyKey.insert_many(
             [{"user": 1, "key": f"old-{n}", "fingerprint": "f", "claim": "c", "created_at": old} for n in range(400)]
         ).execute()
     barrier = threading.Barrier(8, timeout=BARRIER_TIMEOUT)

@@ -18,8 +18,8 @@ import jwt
 import pytest
 from conftest import TEST_SECRET_KEY, assert_problem, bearer, obtain_tokens, register
 
-from msgapi import models
-from msgapi.db import database
+from msgapi.store import schema
+from msgapi.store.connection import database
 
 INVALID_TOKEN = 'Bearer error="invalid_token"'
 PROBLEM_JSON = "application/problem+json"
@@ -330,25 +330,25 @@ def _run(query) -> None:
 
 
 def test_token_of_a_deleted_user_is_refused(app, alice):
-    _run(models.User.delete().where(models.User.id == alice["id"]))
+    _run(schema.User.delete().where(schema.User.id == alice["id"]))
     assert_invalid_token(post_message(app, bearer(alice["access"])))
     assert_nothing_stored(app)
 
 
 def test_refresh_token_of_a_deleted_user_is_refused(app, alice):
-    _run(models.User.delete().where(models.User.id == alice["id"]))
+    _run(schema.User.delete().where(schema.User.id == alice["id"]))
     resp = app.post_json("/api/auth/token/refresh/", {"refresh": alice["refresh"]}, expect_errors=True)
     assert_invalid_token(resp)
 
 
 def test_token_of_a_deactivated_user_is_refused(app, alice):
-    _run(models.User.update(is_active=False).where(models.User.id == alice["id"]))
+    _run(schema.User.update(is_active=False).where(schema.User.id == alice["id"]))
     assert_invalid_token(post_message(app, bearer(alice["access"])))
     assert_nothing_stored(app)
 
 
 def test_refresh_token_of_a_deactivated_user_is_refused(app, alice):
-    _run(models.User.update(is_active=False).where(models.User.id == alice["id"]))
+    _run(schema.User.update(is_active=False).where(schema.User.id == alice["id"]))
     resp = app.post_json("/api/auth/token/refresh/", {"refresh": alice["refresh"]}, expect_errors=True)
     assert_invalid_token(resp)
 
@@ -359,9 +359,9 @@ def test_token_for_a_user_id_that_never_existed_is_refused(app, alice):
 
 # Creating a message checks the token's user inside the INSERT; every way that check can fail.
 REFUSED_AUTHORS = {
-    "deleted": lambda user_id: models.User.delete().where(models.User.id == user_id),
-    "deactivated": lambda user_id: models.User.update(is_active=False).where(models.User.id == user_id),
-    "tokens-ended": lambda user_id: models.User.update(token_version=1).where(models.User.id == user_id),
+    "deleted": lambda user_id: schema.User.delete().where(schema.User.id == user_id),
+    "deactivated": lambda user_id: schema.User.update(is_active=False).where(schema.User.id == user_id),
+    "tokens-ended": lambda user_id: schema.User.update(token_version=1).where(schema.User.id == user_id),
 }
 
 

@@ -11,7 +11,7 @@ import pytest
 import webtest
 from conftest import assert_problem, bearer, obtain_tokens, register
 
-from msgapi import models
+from msgapi.store import messages, schema
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 MESSAGE_KEYS = {"id", "content", "views", "created_at", "updated_at", "author"}
@@ -103,7 +103,7 @@ def test_list_shows_most_recently_updated_message_first(app, auth, create_messag
 
 
 def test_list_orders_equal_updated_at_by_higher_id_first(app, create_message, monkeypatch):
-    monkeypatch.setattr(models, "utcnow", at(datetime.datetime(2030, 1, 1, 12, 0, 0, 500000)))
+    monkeypatch.setattr(messages, "utcnow", at(datetime.datetime(2030, 1, 1, 12, 0, 0, 500000)))
     ids = [create_message(f"m{n}")["id"] for n in range(3)]
     listed = app.get("/api/messages").json
     assert len({m["updated_at"] for m in listed}) == 1
@@ -170,7 +170,7 @@ def test_create_renders_timestamps_as_rfc3339_utc_with_microseconds(app, auth):
 
 
 def test_create_renders_whole_second_timestamps_with_microseconds(app, auth, monkeypatch):
-    monkeypatch.setattr(models, "utcnow", at(datetime.datetime(2030, 5, 6, 7, 8, 9)))
+    monkeypatch.setattr(messages, "utcnow", at(datetime.datetime(2030, 5, 6, 7, 8, 9)))
     message = app.post_json("/api/messages", {"content": "hello"}, headers=auth).json
     assert message["created_at"] == "2030-05-06T07:08:09.000000Z"
     assert app.get(f"/api/messages/{message['id']}").json["updated_at"] == "2030-05-06T07:08:09.000000Z"
@@ -196,9 +196,9 @@ def test_the_list_shows_each_message_exactly_as_the_item_does(app, auth, monkeyp
     ]
     created = []
     for index, content in enumerate(AWKWARD_CONTENT):
-        monkeypatch.setattr(models, "utcnow", at(stamps[index % len(stamps)]))
+        monkeypatch.setattr(messages, "utcnow", at(stamps[index % len(stamps)]))
         created.append(app.post_json("/api/messages", {"content": content}, headers=auth).json)
-    models.Message.update(author=None).where(models.Message.id == created[0]["id"]).execute()
+    schema.Message.update(author=None).where(schema.Message.id == created[0]["id"]).execute()
 
     listed = app.get("/api/messages?ordering=id")
     assert listed.content_type == "application/json"
@@ -422,7 +422,7 @@ def test_views_count_again_from_zero_after_update(app, auth, create_message, met
 @pytest.mark.parametrize("method", UPDATE_METHODS)
 def test_update_sets_updated_at_to_now(app, auth, create_message, monkeypatch, method):
     message = create_message()
-    monkeypatch.setattr(models, "utcnow", at(datetime.datetime(2031, 2, 3, 4, 5, 6, 789012)))
+    monkeypatch.setattr(messages, "utcnow", at(datetime.datetime(2031, 2, 3, 4, 5, 6, 789012)))
     resp = send(app, method, f"/api/messages/{message['id']}", {"content": "after"}, headers=auth)
     assert resp.json["updated_at"] == "2031-02-03T04:05:06.789012Z"
 
@@ -432,7 +432,7 @@ def test_update_moves_updated_at_forward_on_the_real_clock(app, auth, create_mes
     # Created at a fixed moment in the past, updated on the real clock: an update that
     # kept the old timestamp (or wrote created_at again) would answer the old value.
     with monkeypatch.context() as clock:
-        clock.setattr(models, "utcnow", at(datetime.datetime(2020, 1, 2, 3, 4, 5, 678901)))
+        clock.setattr(messages, "utcnow", at(datetime.datetime(2020, 1, 2, 3, 4, 5, 678901)))
         message = create_message()
     assert message["updated_at"] == "2020-01-02T03:04:05.678901Z"
     resp = send(app, method, f"/api/messages/{message['id']}", {"content": "after"}, headers=auth)
@@ -444,7 +444,7 @@ def test_update_moves_updated_at_forward_on_the_real_clock(app, auth, create_mes
 @pytest.mark.parametrize("method", UPDATE_METHODS)
 def test_update_never_changes_created_at(app, auth, create_message, monkeypatch, method):
     message = create_message()
-    monkeypatch.setattr(models, "utcnow", at(datetime.datetime(2031, 2, 3, 4, 5, 6, 789012)))
+    monkeypatch.setattr(messages, "utcnow", at(datetime.datetime(2031, 2, 3, 4, 5, 6, 789012)))
     resp = send(app, method, f"/api/messages/{message['id']}", {"content": "after"}, headers=auth)
     assert resp.json["created_at"] == message["created_at"]
     assert app.get(f"/api/messages/{message['id']}").json["created_at"] == message["created_at"]

@@ -17,11 +17,11 @@ from openapi_schema_validator import OAS30Validator, oas30_format_checker
 from openapi_schema_validator import validate as validate_schema
 from openapi_spec_validator import validate as validate_spec
 
-from msgapi import models
 from msgapi.app import create_app
 from msgapi.config import Rate
-from msgapi.db import database
-from msgapi.resources import health
+from msgapi.store import Store, listing
+from msgapi.store import schema as tables_schema
+from msgapi.store.connection import database
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_FILE = ROOT / "openapi.yaml"
@@ -354,7 +354,7 @@ def test_message_answers_conform(app, auth, create_message):
     message_id = resp.json["id"]
     imported = create_message("imported")
     with database.connection_context():
-        models.Message.update(author=None).where(models.Message.id == imported["id"]).execute()
+        tables_schema.Message.update(author=None).where(tables_schema.Message.id == imported["id"]).execute()
 
     for bad in (
         app.post_json(MESSAGES, {"content": "x"}, expect_errors=True),
@@ -445,7 +445,7 @@ def test_database_outage_is_a_documented_503(app, monkeypatch):
     def unavailable(*args, **kwargs):
         raise peewee.OperationalError("database is locked")
 
-    monkeypatch.setattr(models, "list_messages", unavailable)
+    monkeypatch.setattr(listing, "page", unavailable)
     resp = app.get(MESSAGES, expect_errors=True)
     assert resp.status_int == 503 and resp.headers["Retry-After"] == "2"
     conforms(resp, MESSAGES, "get")
@@ -459,7 +459,7 @@ def test_database_outage_is_a_documented_503(app, monkeypatch):
 
 def make_staff(username: str) -> None:
     with database.connection_context():
-        models.User.update(is_staff=True).where(models.User.username == username).execute()
+        tables_schema.User.update(is_staff=True).where(tables_schema.User.username == username).execute()
 
 
 def next_url(resp) -> str | None:
@@ -541,7 +541,7 @@ def test_message_permission_answers_conform(app, auth, create_message):
 
     # A message without an author is for staff only, whoever wrote it.
     with database.connection_context():
-        models.Message.update(author=None).execute()
+        tables_schema.Message.update(author=None).execute()
     resp = app.patch_json(url, {"content": "x"}, headers=auth, expect_errors=True)
     assert resp.status_int == 403
     conforms(resp, MESSAGE, "patch")
@@ -715,11 +715,10 @@ def test_health_answers_conform(app, monkeypatch):
     conforms(resp, HEALTH, "get")
     conforms(app.head(HEALTH), HEALTH, "head")
 
-    class Unreachable:
-        def execute_sql(self, *args, **kwargs):
-            raise peewee.OperationalError("could not connect to server")
+    def unreachable(store) -> None:
+        raise peewee.OperationalError("could not connect to server")
 
-    monkeypatch.setattr(health, "database", Unreachable())
+    monkeypatch.setattr(Store, "ping", unreachable)
     for resp, method in ((app.get(HEALTH, expect_errors=True), "get"), (app.head(HEALTH, expect_errors=True), "head")):
         assert resp.status_int == 503 and resp.headers["Retry-After"] == "2", method
         conforms(resp, HEALTH, method)

@@ -14,7 +14,7 @@ import webtest
 from conftest import TEST_HASH_ITERATIONS, TEST_SECRET_KEY, _with_database
 
 from msgapi.app import create_app
-from msgapi.db import database
+from msgapi.store.connection import database
 
 ROOT = Path(__file__).resolve().parent.parent
 # Made by Django 5.2.19: make_password("lètmein-old-42", "seasalt4import", "pbkdf2_sha256").

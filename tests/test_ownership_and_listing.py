@@ -12,7 +12,7 @@ import peewee
 import pytest
 from conftest import assert_problem, bearer, obtain_tokens, register
 
-from msgapi import models
+from msgapi.store import schema, users
 
 WRITE_METHODS = ["PUT", "PATCH", "DELETE"]
 UPDATE_METHODS = ["PUT", "PATCH"]
@@ -30,12 +30,12 @@ def login(app, username: str, *, staff: bool = False) -> dict[str, str]:
     """Register ``username`` (staff if asked) and return Bearer headers for it."""
     register(app, username)
     if staff:
-        models.User.update(is_staff=True).where(models.User.username_key == username.casefold()).execute()
+        schema.User.update(is_staff=True).where(schema.User.username_key == username.casefold()).execute()
     return bearer(obtain_tokens(app, username)["access"])
 
 
 def user_id(username: str) -> int:
-    return models.User.by_username(username).id
+    return users.by_username(username).id
 
 
 def write(app, method: str, message_id, headers=None, body=None):
@@ -48,7 +48,7 @@ def write(app, method: str, message_id, headers=None, body=None):
 
 
 def stored_content(message_id: int) -> str:
-    return models.Message.get_by_id(message_id).content
+    return schema.Message.get_by_id(message_id).content
 
 
 def insert_messages(rows: list[dict]) -> list[int]:
@@ -57,10 +57,10 @@ def insert_messages(rows: list[dict]) -> list[int]:
     for index, row in enumerate(rows):
         stamp = BASE_TIME + datetime.timedelta(seconds=index, microseconds=index % 2 * 250_000)
         full.append({"content": f"message {index}", "views": 0, "created_at": stamp, "updated_at": stamp} | row)
-    before = models.Message.select(peewee.fn.MAX(models.Message.id)).scalar() or 0
+    before = schema.Message.select(peewee.fn.MAX(schema.Message.id)).scalar() or 0
     for start in range(0, len(full), 100):
-        models.Message.insert_many(full[start : start + 100]).execute()
-    ids = [m.id for m in models.Message.select(models.Message.id).where(models.Message.id > before)]
+        schema.Message.insert_many(full[start : start + 100]).execute()
+    ids = [m.id for m in schema.Message.select(schema.Message.id).where(schema.Message.id > before)]
     return sorted(ids)
 
 
@@ -92,9 +92,9 @@ def walk(app, url: str, max_pages: int = 200) -> list[list[dict]]:
 def expected_ids(ordering: str, ids: list[int] | None = None) -> list[int]:
     """Ids in ``ordering``, ties broken by id in the same direction, computed from the stored rows."""
     field = ordering.lstrip("-")
-    query = models.Message.select()
+    query = schema.Message.select()
     if ids is not None:
-        query = query.where(models.Message.id.in_(ids))
+        query = query.where(schema.Message.id.in_(ids))
     rows = [(getattr(m, field), m.id) for m in query]
     rows.sort(reverse=ordering.startswith("-"))
     return [row[1] for row in rows]
@@ -129,7 +129,7 @@ def test_author_may_update_their_message(app, auth, create_message, method):
 def test_author_may_delete_their_message(app, auth, create_message):
     message = create_message("mine")
     assert write(app, "DELETE", message["id"], auth).status_int == 204
-    assert not models.Message.select().where(models.Message.id == message["id"]).exists()
+    assert not schema.Message.select().where(schema.Message.id == message["id"]).exists()
 
 
 @pytest.mark.parametrize("method", WRITE_METHODS)
@@ -168,21 +168,21 @@ def test_staff_may_delete_any_message(app, create_message):
 def test_staff_flag_takes_effect_for_an_already_issued_token(app, create_message):
     message = create_message("alice's")
     carol = login(app, "carol")
-    models.User.update(is_staff=True).where(models.User.username_key == "carol").execute()
+    schema.User.update(is_staff=True).where(schema.User.username_key == "carol").execute()
     assert write(app, "PATCH", message["id"], carol).status_int == 200
 
 
 @pytest.mark.parametrize("method", WRITE_METHODS)
 def test_authorless_message_is_forbidden_to_its_former_author(app, auth, create_message, method):
     message = create_message("orphan")
-    models.Message.update(author=None).where(models.Message.id == message["id"]).execute()
+    schema.Message.update(author=None).where(schema.Message.id == message["id"]).execute()
     assert_problem(write(app, method, message["id"], auth), 403)
 
 
 @pytest.mark.parametrize("method", WRITE_METHODS)
 def test_authorless_message_is_forbidden_to_other_users(app, create_message, method):
     message = create_message("orphan")
-    models.Message.update(author=None).where(models.Message.id == message["id"]).execute()
+    schema.Message.update(author=None).where(schema.Message.id == message["id"]).execute()
     bob = login(app, "bob")
     assert_problem(write(app, method, message["id"], bob), 403)
 
@@ -190,7 +190,7 @@ def test_authorless_message_is_forbidden_to_other_users(app, create_message, met
 @pytest.mark.parametrize("method", WRITE_METHODS)
 def test_authorless_message_may_be_changed_by_staff(app, create_message, method):
     message = create_message("orphan")
-    models.Message.update(author=None).where(models.Message.id == message["id"]).execute()
+    schema.Message.update(author=None).where(schema.Message.id == message["id"]).execute()
     staff = login(app, "carol", staff=True)
     assert write(app, method, message["id"], staff).status_int in (200, 204)
 
@@ -409,8 +409,8 @@ def test_walking_links_yields_no_duplicates(app, ordering):
 
 def test_default_ordering_is_newest_update_first(app):
     ids = insert_n(5)
-    models.Message.update(updated_at=BASE_TIME + datetime.timedelta(days=1)).where(
-        models.Message.id == ids[1]
+    schema.Message.update(updated_at=BASE_TIME + datetime.timedelta(days=1)).where(
+        schema.Message.id == ids[1]
     ).execute()
     assert [m["id"] for m in app.get("/api/messages").json] == [ids[1], ids[4], ids[3], ids[2], ids[0]]
 
@@ -418,7 +418,7 @@ def test_default_ordering_is_newest_update_first(app):
 @pytest.mark.parametrize("ordering", ["-updated_at", "updated_at"])
 def test_identical_updated_at_pages_by_id(app, ordering):
     ids = insert_n(23)
-    models.Message.update(updated_at=BASE_TIME).execute()
+    schema.Message.update(updated_at=BASE_TIME).execute()
     pages = walk(app, f"/api/messages?ordering={ordering}&limit=5")
     seen = [m["id"] for page in pages for m in page]
     assert seen == (sorted(ids, reverse=True) if ordering.startswith("-") else sorted(ids))
@@ -427,7 +427,7 @@ def test_identical_updated_at_pages_by_id(app, ordering):
 
 def test_identical_updated_at_with_microseconds_pages_by_id(app):
     ids = insert_n(12)
-    models.Message.update(updated_at=BASE_TIME.replace(microsecond=123456)).execute()
+    schema.Message.update(updated_at=BASE_TIME.replace(microsecond=123456)).execute()
     seen = [m["id"] for page in walk(app, "/api/messages?limit=5") for m in page]
     assert seen == sorted(ids, reverse=True)
 

@@ -17,7 +17,7 @@ import tomllib
 from conftest import TEST_SECRET_KEY
 
 from msgapi.config import from_env
-from msgapi.db import open_database
+from msgapi.store.connection import open_database
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,8 @@ import datetime
 import peewee
 import pytest
 
-from msgapi.db import PreparedQuery, database
+from msgapi.store.compiled import PreparedQuery
+from msgapi.store.connection import database
 
 
 class Sample(peewee.Model):

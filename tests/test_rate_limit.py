@@ -17,12 +17,12 @@ import webtest
 from conftest import PASSWORD, TEST_HASH_ITERATIONS, TEST_SECRET_KEY, assert_problem, register
 
 from msgapi import config as config_module
-from msgapi import models
 from msgapi.app import create_app
 from msgapi.config import Rate
-from msgapi.db import database
 from msgapi.proxies import client_address, parse_networks
 from msgapi.ratelimit import ACCOUNT_BUDGET_FACTOR, RateLimited, RateLimiter, address_key
+from msgapi.store import limits, schema
+from msgapi.store.connection import database
 
 PROBLEM_JSON = "application/problem+json"
 LIMIT = 3
@@ -84,7 +84,7 @@ def test_webtest_requests_are_counted_as_127_0_0_1(limited_app):
     app = limited_app()
     signup(app, "alice")
     login(app, "alice")
-    buckets = {row.bucket for row in models.RateLimitHit.select(models.RateLimitHit.bucket)}
+    buckets = {row.bucket for row in schema.RateLimitHit.select(schema.RateLimitHit.bucket)}
     assert buckets == {"register:ip:127.0.0.1", "token:ip:127.0.0.1", RateLimiter.account_bucket("token", "alice")}
 
 
@@ -377,14 +377,14 @@ def test_default_limit_from_the_environment_is_10_a_minute(database_url):
 
 def limiter_rows() -> list[str]:
     try:
-        return [row.bucket for row in models.RateLimitHit.select(models.RateLimitHit.bucket)]
+        return [row.bucket for row in schema.RateLimitHit.select(schema.RateLimitHit.bucket)]
     finally:
         database.close()
 
 
 def limiter_counts() -> set[tuple[str, int, int]]:
     try:
-        return {(row.bucket, row.window_start, row.hits) for row in models.RateLimitHit.select()}
+        return {(row.bucket, row.window_start, row.hits) for row in schema.RateLimitHit.select()}
     finally:
         database.close()
 
@@ -556,7 +556,7 @@ def limiter(wsgi_app):
 
     def make(limit: int = LIMIT, period: int = 60):
         clock = FakeClock(WINDOW)
-        return RateLimiter(Rate(limit, period), clock=clock), clock
+        return RateLimiter(limits, Rate(limit, period), clock=clock), clock
 
     yield make
     database.close()
@@ -693,7 +693,7 @@ def test_concurrent_requests_get_exactly_the_limit_and_refusals_leave_no_count(l
     from concurrent.futures import ThreadPoolExecutor
     from threading import Barrier
 
-    from msgapi.db import release_connection
+    from msgapi.store.connection import release as release_connection
 
     rl, _ = limiter(limit=5)
     start = Barrier(16)
@@ -711,11 +711,19 @@ def test_concurrent_requests_get_exactly_the_limit_and_refusals_leave_no_count(l
     assert limiter_counts() == {("contended", WINDOW, 5)}
 
 
+class Untouchable:
+    """Counters that fail the test if anything counts, reads or prunes."""
+
+    def __getattr__(self, name: str):
+        raise AssertionError(f"the disabled limiter used the store: {name}")
+
+
 def test_disabled_limiter_touches_nothing():
-    rl = RateLimiter(None)
+    rl = RateLimiter(Untouchable(), None)
     assert not rl.enabled
     for _ in range(100):
-        rl.hit("anything")  # no database is even open here
+        rl.hit("anything")
+        rl.login_attempt("token", "10.0.0.1", "alice").succeeded()
 
 
 # --- Rate.parse ------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from conftest import PASSWORD, TEST_HASH_ITERATIONS, TEST_SECRET_KEY, bearer
 
 from msgapi.app import create_app
 from msgapi.config import Config
-from msgapi.db import database
+from msgapi.store.connection import database
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)

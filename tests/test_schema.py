@@ -20,10 +20,10 @@ import pytest
 import webtest
 from conftest import PASSWORD, bearer, obtain_tokens, register
 
-from msgapi import models
 from msgapi.app import create_app
 from msgapi.config import Config
-from msgapi.db import database, open_database
+from msgapi.store import schema, tables
+from msgapi.store.connection import database, open_database
 
 SCHEMA_SQL = Path(__file__).resolve().parent.parent / "schema.sql"
 
@@ -82,14 +82,14 @@ def test_schema_sql_matches_the_models(schemas, postgres_url: str):
     url = postgres_url + "?options=-csearch_path%3Dfrom_models,public"
     database.initialize(open_database(Config(database_url=url, secret_key="k" * 40)))
     try:
-        models.create_tables()
+        tables.create_tables()
     finally:
         database.close_all()
 
     with schemas.cursor() as cursor:
         from_sql = _catalogue(cursor, "from_sql")
         from_models = _catalogue(cursor, "from_models")
-    assert from_sql["tables"] == sorted(model._meta.table_name for model in models.ALL_MODELS)
+    assert from_sql["tables"] == sorted(model._meta.table_name for model in schema.ALL_MODELS)
     assert from_sql["catalogue"] == from_models["catalogue"]
 
 
@@ -100,7 +100,7 @@ def test_schema_sql_is_idempotent(schemas):
         cursor.execute(sql)
         cursor.execute(sql)
         cursor.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'from_sql'")
-        assert cursor.fetchone()[0] == len(models.ALL_MODELS)
+        assert cursor.fetchone()[0] == len(schema.ALL_MODELS)
     assert re.search(r"CREATE TABLE IF NOT EXISTS", sql)
 
 
@@ -111,7 +111,7 @@ def test_a_deleted_newest_user_id_goes_to_nobody_else(app):
     register(app, "alice")
     bob = register(app, "bob")
     bobs_token = obtain_tokens(app, "bob")["access"]
-    models.User.delete_by_id(bob["id"])
+    schema.User.delete_by_id(bob["id"])
     carol = register(app, "carol")
     assert carol["id"] > bob["id"]
     # The deleted user's unexpired token does not speak for the newcomer.
@@ -196,12 +196,12 @@ def test_an_old_sqlite_database_is_rebuilt_at_start_keeping_every_row_index_and_
         # The sequence starts after the highest id; a deleted newest row's id is not handed out again.
         newcomer = app.post_json("/api/auth/register/", {"username": "carol", "password": PASSWORD}).json
         assert newcomer["id"] == 8
-        models.User.delete_by_id(newcomer["id"])
+        schema.User.delete_by_id(newcomer["id"])
         assert app.post_json("/api/auth/register/", {"username": "dave", "password": PASSWORD}).json["id"] == 9
         # Foreign keys are on again and still point at users: deleting bob orphans his message.
         assert database.execute_sql("PRAGMA foreign_keys").fetchone() == (1,)
-        models.User.delete_by_id(7)
-        assert models.Message.get_by_id(9).author_id is None
+        schema.User.delete_by_id(7)
+        assert schema.Message.get_by_id(9).author_id is None
         assert database.execute_sql("PRAGMA foreign_key_check").fetchall() == []
         assert database.execute_sql("PRAGMA integrity_check").fetchone() == ("ok",)
     finally:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+import peewee
 import pytest
 from conftest import assert_problem
 
-from msgapi import models
-from msgapi.db import database
+from msgapi.store import listing, messages, schema
+from msgapi.store.connection import database
 
 CORPUS = [
     "Hello World",
@@ -34,10 +35,10 @@ PATTERNS = [
 
 
 def _insert(contents: list[str]) -> None:
-    stamp = models.utcnow()
+    stamp = messages.utcnow()
     rows = [{"content": c, "views": 0, "created_at": stamp, "updated_at": stamp} for c in contents]
     for start in range(0, len(rows), 500):
-        models.Message.insert_many(rows[start : start + 500]).execute()
+        schema.Message.insert_many(rows[start : start + 500]).execute()
 
 
 def _search(app, text: str, **params: str) -> list[str]:
@@ -61,12 +62,12 @@ def test_search_answers_alike_whether_it_uses_the_index_or_scans(app, monkeypatc
     # ordering's index instead. Both must find the same rows.
     _insert(CORPUS)
     indexed = _search(app, text)
-    monkeypatch.setattr(models, "SEARCH_INDEX_CAP", 1)
+    monkeypatch.setattr(listing, "SEARCH_INDEX_CAP", 1)
     assert _search(app, text) == indexed == _expected(text, CORPUS)
 
 
 def test_search_with_more_matches_than_the_index_cap_pages_through_all_of_them(app):
-    contents = [f"common {i}" + (" needle" if i % 2 else "") for i in range(2 * models.SEARCH_INDEX_CAP + 10)]
+    contents = [f"common {i}" + (" needle" if i % 2 else "") for i in range(2 * listing.SEARCH_INDEX_CAP + 10)]
     _insert(contents)
     found = _search(app, "NEEDLE", limit="1000")
     assert len(found) == 1000
@@ -85,7 +86,7 @@ def test_search_follows_edits_and_deletes(app, auth, create_message):
 
 
 def _drop_search_index() -> None:
-    if isinstance(database.obj, models.peewee.SqliteDatabase):
+    if isinstance(database.obj, peewee.SqliteDatabase):
         for trigger in ("insert", "delete", "update"):
             database.execute_sql(f"DROP TRIGGER messages_search_{trigger}")
         database.execute_sql("DROP TABLE messages_search")
@@ -94,7 +95,7 @@ def _drop_search_index() -> None:
 
 
 def _search_index_exists() -> bool:
-    if isinstance(database.obj, models.peewee.SqliteDatabase):
+    if isinstance(database.obj, peewee.SqliteDatabase):
         names = ("messages_search", "messages_search_insert", "messages_search_delete", "messages_search_update")
         sql = f"SELECT count(*) FROM sqlite_master WHERE name IN ({', '.join('?' * len(names))})"
         return database.execute_sql(sql, names).fetchone()[0] == len(names)
@@ -128,7 +129,7 @@ SLOW_ROWS = 50_000
 
 
 def _insert_many(count: int) -> None:
-    if isinstance(database.obj, models.peewee.SqliteDatabase):
+    if isinstance(database.obj, peewee.SqliteDatabase):
         sql = (
             "WITH RECURSIVE k(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM k WHERE n < ?) "
             "INSERT INTO messages (content, views, created_at, updated_at) "

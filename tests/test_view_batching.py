@@ -15,10 +15,10 @@ import pytest
 import webtest
 from conftest import TEST_HASH_ITERATIONS, TEST_SECRET_KEY, _truncate_postgres, bearer, obtain_tokens, register
 
-from msgapi import models
 from msgapi.app import create_app
 from msgapi.config import Config
-from msgapi.db import database
+from msgapi.store import messages
+from msgapi.store.connection import database
 
 READERS = 6  # the test app's pool holds threads + 4 = 8 connections
 EVENTUALLY = 15.0
@@ -97,28 +97,28 @@ def held_row(pg_app, pg_config):
 
 def test_readers_arriving_during_a_statement_are_counted_by_one_statement_with_distinct_counts(pg_app, held_row):
     message_id, holder, admin = held_row
-    before = models.view_statistics()
+    before = messages.view_statistics()
     threads, answers = _read_all(pg_app, message_id, READERS)
-    _wait_until(lambda: models.view_statistics()["waiting"] == READERS - 1, "the other readers queue")
+    _wait_until(lambda: messages.view_statistics()["waiting"] == READERS - 1, "the other readers queue")
     _wait_until(lambda: len(_lock_waiters(admin, holder.get_backend_pid())) == 1, "the first statement waits")
     holder.rollback()
     for thread in threads:
         thread.join(EVENTUALLY)
     assert sorted(answers) == [(200, n) for n in range(1, READERS + 1)]
-    after = models.view_statistics()
+    after = messages.view_statistics()
     # The leader's statement, then one for everyone who queued behind it.
     assert after["statements"] - before["statements"] == 2
     assert after["views"] - before["views"] == READERS
     counted = pg_app.get(f"/api/messages/{message_id}")
     assert counted.json["views"] == READERS + 1
     # The batch statement renders a message byte for byte as every other statement does.
-    assert counted.text == models.get_message(message_id).json
+    assert counted.text == messages.get(message_id).json
 
 
 def test_a_connection_cut_mid_statement_fails_only_its_readers_and_loses_no_acknowledged_view(pg_app, held_row):
     message_id, holder, admin = held_row
     threads, answers = _read_all(pg_app, message_id, READERS)
-    _wait_until(lambda: models.view_statistics()["waiting"] == READERS - 1, "the other readers queue")
+    _wait_until(lambda: messages.view_statistics()["waiting"] == READERS - 1, "the other readers queue")
     _wait_until(lambda: len(_lock_waiters(admin, holder.get_backend_pid())) == 1, "the first statement waits")
     (leader_pid,) = _lock_waiters(admin, holder.get_backend_pid())
     with admin.cursor() as cursor:
@@ -142,7 +142,7 @@ def test_a_connection_cut_mid_statement_fails_only_its_readers_and_loses_no_ackn
 def test_readers_of_a_message_deleted_while_they_wait_get_404(pg_app, held_row):
     message_id, holder, _ = held_row
     threads, answers = _read_all(pg_app, message_id, READERS)
-    _wait_until(lambda: models.view_statistics()["waiting"] == READERS - 1, "the other readers queue")
+    _wait_until(lambda: messages.view_statistics()["waiting"] == READERS - 1, "the other readers queue")
     with holder.cursor() as cursor:
         cursor.execute("DELETE FROM messages WHERE id = %s", (message_id,))
     holder.commit()

@@ -18,7 +18,7 @@ from conftest import (
 from msgapi import config as config_module
 from msgapi.app import create_app
 from msgapi.config import Rate
-from msgapi.db import database
+from msgapi.store.connection import database
 
 LIMIT = 3
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import falcon
 
-from .. import models, passwords
+from .. import passwords
 from ..body import FieldErrors, read_body
 from ..passwords import HashingGate
 from ..ratelimit import RateLimiter
 from ..rules import MAX_PASSWORD_LENGTH, PROFILE_FIELDS, read_new_password, read_profile
+from ..store import Store, User, parse_id
 from ..tokens import TokenService
 
 
@@ -21,6 +22,9 @@ class Me:
     """The signed-in user's own account."""
 
     auth_methods = frozenset({"GET", "HEAD", "PATCH"})
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = req.context.user.account_json()
@@ -35,7 +39,7 @@ class Me:
         for field in unknown:
             errors.add(field, "This field cannot be changed here.")
         errors.raise_if_any()
-        resp.media = models.update_profile(req.context.user, profile).account_json()
+        resp.media = self._store.users.update_profile(req.context.user, profile).account_json()
 
 
 class PasswordChange:
@@ -43,7 +47,10 @@ class PasswordChange:
 
     auth_methods = frozenset({"POST"})
 
-    def __init__(self, tokens: TokenService, hash_iterations: int, limiter: RateLimiter, gate: HashingGate) -> None:
+    def __init__(
+        self, store: Store, tokens: TokenService, hash_iterations: int, limiter: RateLimiter, gate: HashingGate
+    ) -> None:
+        self._store = store
         self._tokens = tokens
         self._iterations = hash_iterations
         self._limiter = limiter
@@ -59,20 +66,20 @@ class PasswordChange:
         assert current is not None and new is not None
         # Checking current_password is a login: a stolen access token must not buy unlimited
         # guesses. Same policy and budgets as the token endpoint (RateLimiter.login_attempt).
-        attempt = self._limiter.login_attempt("token", req.context.client_ip, models.User.canonical(user.username))
+        attempt = self._limiter.login_attempt("token", req.context.client_ip, User.canonical(user.username))
         with self._gate:
             if not passwords.check_password(current, user.password, self._iterations):
                 errors.add("current_password", "Your old password was entered incorrectly.")
                 errors.raise_if_any()
             attempt.succeeded()
             new_hash = passwords.make_password(new, self._iterations)
-        version = models.change_password(user, new_hash)
+        version = self._store.users.change_password(user, new_hash)
         no_store(resp)
         resp.media = self._tokens.issue_pair(user.id, version)
 
 
 def _parse_user_id(raw: str) -> int:
-    user_id = models.parse_id(raw)
+    user_id = parse_id(raw)
     if user_id is None:
         raise falcon.HTTPNotFound(title="Not found", description="No user has this id.")
     return user_id
@@ -83,11 +90,14 @@ class UserAdmin:
 
     auth_methods = frozenset({"GET", "HEAD", "PATCH"})
 
-    def _target(self, req: falcon.Request, raw_id: str) -> models.User:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def _target(self, req: falcon.Request, raw_id: str) -> User:
         user_id = _parse_user_id(raw_id)
         if not req.context.user.is_staff:
             raise falcon.HTTPForbidden(title="Forbidden", description="Only staff may manage accounts.")
-        target = models.User.get_or_none(models.User.id == user_id)
+        target = self._store.users.by_id(user_id)
         if target is None:
             raise falcon.HTTPNotFound(title="Not found", description="No user has this id.")
         return target
@@ -111,4 +121,4 @@ class UserAdmin:
             # Locking out the last staff account would need an operator to undo.
             errors.add("is_active", "You cannot deactivate your own account.")
         errors.raise_if_any()
-        resp.media = models.set_active(target, body["is_active"]).account_json()
+        resp.media = self._store.users.set_active(target, body["is_active"]).account_json()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import falcon
 import peewee
 
-from .. import models, passwords, rules
+from .. import passwords, rules
 from ..body import FieldErrors, read_body
 from ..errors import ValidationFailed, unauthorized
 from ..passwords import HashingGate
 from ..ratelimit import RateLimiter
+from ..store import Store, User
+from ..store.revocations import LOGOUT, ROTATED
 from ..tokens import ACCESS, REFRESH, InvalidToken, TokenService, WrongTokenType
 from .accounts import no_store
 
@@ -39,7 +41,8 @@ def _read_token_field(req: falcon.Request, field: str) -> str:
 
 
 class Register:
-    def __init__(self, hash_iterations: int, limiter: RateLimiter, gate: HashingGate) -> None:
+    def __init__(self, store: Store, hash_iterations: int, limiter: RateLimiter, gate: HashingGate) -> None:
+        self._store = store
         self._iterations = hash_iterations
         self._limiter = limiter
         self._gate = gate
@@ -51,18 +54,18 @@ class Register:
         username = rules.read_username(errors, body)
         password = rules.read_new_password(errors, body, "password", username)
         profile = rules.read_profile(errors, body)
-        if username is not None and models.User.by_username(username) is not None:
+        if username is not None and self._store.users.by_username(username) is not None:
             errors.add("username", USERNAME_TAKEN)
         errors.raise_if_any()
         assert username is not None and password is not None
         with self._gate:
             # Checked again after queueing for a hashing slot: in a burst of registrations
             # of one name, the losers answer at once instead of each hashing for nothing.
-            if models.User.by_username(username) is not None:
+            if self._store.users.by_username(username) is not None:
                 raise ValidationFailed({"username": [USERNAME_TAKEN]})
             password_hash = passwords.make_password(password, self._iterations)
         try:
-            user = models.create_user(username, password_hash, **profile)
+            user = self._store.users.create(username, password_hash, **profile)
         except peewee.IntegrityError:
             # Lost a race with a registration of the same name.
             raise ValidationFailed({"username": [USERNAME_TAKEN]}) from None
@@ -72,7 +75,10 @@ class Register:
 
 
 class TokenObtain:
-    def __init__(self, tokens: TokenService, hash_iterations: int, limiter: RateLimiter, gate: HashingGate) -> None:
+    def __init__(
+        self, store: Store, tokens: TokenService, hash_iterations: int, limiter: RateLimiter, gate: HashingGate
+    ) -> None:
+        self._store = store
         self._tokens = tokens
         self._iterations = hash_iterations
         self._limiter = limiter
@@ -86,8 +92,8 @@ class TokenObtain:
         password = errors.string(body, "password", max_length=rules.MAX_PASSWORD_LENGTH)
         errors.raise_if_any()
         assert username is not None and password is not None
-        attempt = self._limiter.login_attempt("token", req.context.client_ip, models.User.canonical(username))
-        user = models.User.by_username(username)
+        attempt = self._limiter.login_attempt("token", req.context.client_ip, User.canonical(username))
+        user = self._store.users.by_username(username)
         with self._gate:
             if user is None or not user.is_active:
                 # Same work and same answer as a wrong password: no user enumeration.
@@ -98,7 +104,7 @@ class TokenObtain:
                 raise unauthorized(BAD_CREDENTIALS, token_sent=False)
             attempt.succeeded()
             if passwords.needs_rehash(user.password, self._iterations):
-                models.upgrade_password_hash(user, passwords.make_password(password, self._iterations))
+                self._store.users.upgrade_password_hash(user, passwords.make_password(password, self._iterations))
         no_store(resp)
         resp.media = self._tokens.issue_pair(user.id, user.token_version)
 
@@ -110,30 +116,31 @@ class TokenRefresh:
     (one of them a thief): the whole family descended from that login is revoked.
     """
 
-    def __init__(self, tokens: TokenService, rotate: bool) -> None:
+    def __init__(self, store: Store, tokens: TokenService, rotate: bool) -> None:
+        self._store = store
         self._tokens = tokens
         self._rotate = rotate
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         refresh = _read_token_field(req, "refresh")
         claims = _verified_claims(self._tokens, refresh, REFRESH)
-        user = models.User.for_token(claims)  # also refuses a revoked family
+        user = self._store.users.for_token(claims)  # also refuses a revoked family
         if user is None:
             raise unauthorized(BAD_TOKEN, token_sent=True)
         no_store(resp)
         if not self._rotate:
-            if models.is_token_revoked(claims["jti"]):
+            if self._store.revocations.is_token_revoked(claims["jti"]):
                 raise unauthorized(BAD_TOKEN, token_sent=True)
             resp.media = {"access": self._tokens.issue(ACCESS, user.id, user.token_version, claims["fam"])}
             return
         now = self._tokens.now()
         # Spend the token first: of two refreshes racing with it, only one records it.
         keep_until = self._tokens.revocation_expiry(claims)
-        earlier = models.revoke_token(claims["jti"], claims["fam"], models.ROTATED, keep_until, now)
+        earlier = self._store.revocations.revoke_token(claims["jti"], claims["fam"], ROTATED, keep_until, now)
         if earlier is not None:
-            if earlier == models.ROTATED:
+            if earlier == ROTATED:
                 # Reuse: two parties hold this login. End all of it, access tokens too.
-                models.revoke_family(claims["fam"], self._tokens.family_revocation_expiry(), now)
+                self._store.revocations.revoke_family(claims["fam"], self._tokens.family_revocation_expiry(), now)
             raise unauthorized(BAD_TOKEN, token_sent=True)
         resp.media = self._tokens.issue_pair(user.id, user.token_version, family=claims["fam"])
 
@@ -141,15 +148,16 @@ class TokenRefresh:
 class TokenVerify:
     """simplejwt's verify: 200 ``{}`` for a token that would be accepted now, else 401."""
 
-    def __init__(self, tokens: TokenService) -> None:
+    def __init__(self, store: Store, tokens: TokenService) -> None:
+        self._store = store
         self._tokens = tokens
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         token = _read_token_field(req, "token")
         claims = _verified_claims(self._tokens, token, None)
-        if models.User.for_token(claims) is None:  # also refuses a revoked family
+        if self._store.users.for_token(claims) is None:  # also refuses a revoked family
             raise unauthorized(BAD_TOKEN, token_sent=True)
-        if claims["token_type"] == REFRESH and models.is_token_revoked(claims["jti"]):
+        if claims["token_type"] == REFRESH and self._store.revocations.is_token_revoked(claims["jti"]):
             raise unauthorized(BAD_TOKEN, token_sent=True)
         resp.media = {}
 
@@ -157,12 +165,13 @@ class TokenVerify:
 class TokenBlacklist:
     """simplejwt's blacklist (log out): the refresh token stops working, in every process."""
 
-    def __init__(self, tokens: TokenService) -> None:
+    def __init__(self, store: Store, tokens: TokenService) -> None:
+        self._store = store
         self._tokens = tokens
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         refresh = _read_token_field(req, "refresh")
         claims = _verified_claims(self._tokens, refresh, REFRESH)
         keep_until = self._tokens.revocation_expiry(claims)
-        models.revoke_token(claims["jti"], claims["fam"], models.LOGOUT, keep_until, self._tokens.now())
+        self._store.revocations.revoke_token(claims["jti"], claims["fam"], LOGOUT, keep_until, self._tokens.now())
         resp.media = {}

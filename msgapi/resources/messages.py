@@ -9,22 +9,22 @@ import time
 
 import falcon
 
-from .. import models
 from ..body import FieldErrors, read_body
 from ..errors import token_user_refused, with_members
 from ..ratelimit import RateLimiter
+from ..store import RenderedMessage, Store, etag_timestamp, parse_id
 from .paging import encode_cursor, next_link, parse_list_query
 
 MAX_CONTENT_LENGTH = 160
 
 
 def send_json(resp: falcon.Response, text: str) -> None:
-    """A body the database already rendered as JSON (see models._message_as_json)."""
+    """A body the database already rendered as JSON (see store.render.message_json)."""
     resp.content_type = falcon.MEDIA_JSON
     resp.text = text
 
 
-def send_message(resp: falcon.Response, message: models.RenderedMessage) -> None:
+def send_message(resp: falcon.Response, message: RenderedMessage) -> None:
     """One message, with its entity tag (the validator a conditional write sends back in If-Match)."""
     resp.etag = message.etag
     send_json(resp, message.json)
@@ -32,7 +32,7 @@ def send_message(resp: falcon.Response, message: models.RenderedMessage) -> None
 
 def parse_message_id(raw: str) -> int:
     """The id from the path; anything that cannot be a message's id is 404, like an unknown one."""
-    message_id = models.parse_id(raw)
+    message_id = parse_id(raw)
     if message_id is None:
         raise not_found()
     return message_id
@@ -76,15 +76,17 @@ def read_idempotency_key(req: falcon.Request) -> str | None:
 
 class MessageCollection:
     auth_methods = frozenset({"POST"})
-    checks_token_user = frozenset({"POST"})  # models.create_message checks the token's user
+    checks_token_user = frozenset({"POST"})  # store.messages.create checks the token's user
 
     def __init__(
         self,
+        store: Store,
         page_size: int,
         write_limiter: RateLimiter,
         time_limit_ms: int = 500,
         idempotency_key_ttl: int = 24 * 3600,
     ) -> None:
+        self._store = store
         self._page_size = page_size
         self._write_limiter = write_limiter
         self._time_limit_ms = time_limit_ms
@@ -92,7 +94,7 @@ class MessageCollection:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         query = parse_list_query(req, self._page_size)
-        page = models.list_messages(
+        page = self._store.listing.page(
             limit=query.limit,
             ordering=query.ordering,
             after=query.after,
@@ -117,10 +119,13 @@ class MessageCollection:
             content = read_content(req)
         except falcon.HTTPError:
             # A refused token outranks a bad body, as on every other endpoint.
-            if models.User.for_token(claims) is None:
+            if self._store.users.for_token(claims) is None:
                 raise token_user_refused() from None
             raise
-        created = models.create_message(content, claims) if key is None else self._create_once(content, claims, key)
+        if key is None:
+            created = self._store.messages.create(content, claims)
+        else:
+            created = self._create_once(content, claims, key)
         if created is None:
             raise token_user_refused()
         message_id, message = created
@@ -128,13 +133,13 @@ class MessageCollection:
         resp.location = f"/api/messages/{message_id}"
         send_message(resp, message)
 
-    def _create_once(self, content: str, claims: dict, key: str) -> tuple[int, models.RenderedMessage] | None:
+    def _create_once(self, content: str, claims: dict, key: str) -> tuple[int, RenderedMessage] | None:
         """Create under an Idempotency-Key: the first request with it creates; the rest get its answer."""
-        if models.User.for_token(claims) is None:
+        if self._store.users.for_token(claims) is None:
             return None
         user_id = claims["user_id"]
         fingerprint = hashlib.sha256(content.encode("utf-8")).hexdigest()
-        found = models.claim_idempotency_key(user_id, key, fingerprint, int(time.time()), self._idempotency_key_ttl)
+        found = self._store.idempotency.claim(user_id, key, fingerprint, int(time.time()), self._idempotency_key_ttl)
         if found.mismatch:
             raise falcon.HTTPUnprocessableEntity(
                 title="Idempotency key reused",
@@ -145,9 +150,9 @@ class MessageCollection:
         if found.claim is None:
             raise key_in_flight()
         try:
-            created = models.create_message_once(content, claims, key, found.claim)
+            created = self._store.idempotency.create_once(content, claims, key, found.claim)
         except Exception:
-            models.release_idempotency_key(user_id, key, found.claim)
+            self._store.idempotency.release(user_id, key, found.claim)
             raise
         if created is False:
             raise key_in_flight()
@@ -193,19 +198,20 @@ def strong_tags(header: str) -> set[str]:
 class MessageItem:
     auth_methods = frozenset({"PUT", "PATCH", "DELETE"})
 
-    def __init__(self, write_limiter: RateLimiter, require_preconditions: bool = False) -> None:
+    def __init__(self, store: Store, write_limiter: RateLimiter, require_preconditions: bool = False) -> None:
+        self._store = store
         self._write_limiter = write_limiter
         self._require_preconditions = require_preconditions
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, id: str) -> None:
-        message = models.count_view(parse_message_id(id))
+        message = self._store.messages.count_view(parse_message_id(id))
         if message is None:
             raise not_found()
         send_message(resp, message)
 
     def on_head(self, req: falcon.Request, resp: falcon.Response, id: str) -> None:
         # HEAD answers like GET (same headers and length) but does not count a view.
-        message = models.get_message(parse_message_id(id))
+        message = self._store.messages.get(parse_message_id(id))
         if message is None:
             raise not_found()
         send_message(resp, message)
@@ -219,7 +225,7 @@ class MessageItem:
         """
         count_write(self._write_limiter, req.context.user.id)
         message_id = parse_message_id(raw_id)
-        target = models.find_write_target(message_id)
+        target = self._store.messages.find_write_target(message_id)
         if target is None:
             raise not_found()
         author_id, etag = target
@@ -241,17 +247,17 @@ class MessageItem:
             return message_id, None
         if etag not in strong_tags(header):
             raise precondition_failed()
-        return message_id, models.etag_timestamp(etag)
+        return message_id, etag_timestamp(etag)
 
     def _lost_race(self, message_id: int, condition: datetime.datetime | None) -> falcon.HTTPError:
         """What a write that changed nothing answers: 404 if the message is gone, else 412."""
-        if condition is None or models.find_write_target(message_id) is None:
+        if condition is None or self._store.messages.find_write_target(message_id) is None:
             return not_found()
         return precondition_failed()
 
     def _replace(self, req: falcon.Request, resp: falcon.Response, id: str) -> None:
         message_id, condition = self._writable_id(req, id)
-        message = models.replace_content(message_id, read_content(req), condition)
+        message = self._store.messages.replace_content(message_id, read_content(req), condition)
         if message is None:  # deleted, or changed, between the check and the update
             raise self._lost_race(message_id, condition)
         send_message(resp, message)
@@ -261,6 +267,6 @@ class MessageItem:
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, id: str) -> None:
         message_id, condition = self._writable_id(req, id)
-        if not models.delete_message(message_id, condition):
+        if not self._store.messages.delete(message_id, condition):
             raise self._lost_race(message_id, condition)
         resp.status = falcon.HTTP_204

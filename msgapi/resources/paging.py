@@ -12,13 +12,14 @@ from urllib.parse import urlencode
 
 import falcon
 
-from .. import models
 from ..errors import ValidationFailed
+from ..store import MAX_ID
+from ..store.listing import ORDERINGS as STORED_ORDERINGS
 
 MAX_LIMIT = 1000
 MAX_SEARCH_LENGTH = 160
 DEFAULT_ORDERING = "-updated_at"
-ORDERINGS = frozenset(models.ORDERINGS) | {f"-{name}" for name in models.ORDERINGS}
+ORDERINGS = frozenset(STORED_ORDERINGS) | {f"-{name}" for name in STORED_ORDERINGS}
 # DRF's browsable-API clients send format=json; accepted and ignored.
 IGNORED_PARAMS = frozenset({"format"})
 KNOWN_PARAMS = frozenset({"limit", "cursor", "author", "search", "ordering"}) | IGNORED_PARAMS
@@ -50,7 +51,7 @@ def encode_cursor(ordering: str, after: tuple[Any, int]) -> str:
 
 
 def _in_id_range(value: Any, lowest: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and lowest <= value <= models.MAX_ID
+    return isinstance(value, int) and not isinstance(value, bool) and lowest <= value <= MAX_ID
 
 
 def _decode_cursor(cursor: str, ordering: str) -> tuple[Any, int]:

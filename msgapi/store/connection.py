@@ -1,20 +1,19 @@
-"""The deferred database: models bind to it at import; the app factory opens it from a URL.
+"""The database connection: SQLite kept per thread, PostgreSQL pooled; the write lock.
 
-PostgreSQL goes through a Peewee pool sized to Waitress's threads: a request
-borrows a connection and returns it. SQLite keeps one connection per thread.
+Models bind to ``database``, a proxy initialised when the store opens; nothing outside
+``msgapi.store`` sees it. A request borrows a PostgreSQL connection and returns it
+(``release``); each SQLite connection stays with its thread.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
-import inspect
 import os
 import sqlite3
 import threading
 import time
-import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -23,7 +22,8 @@ from playhouse.db_url import parse
 from playhouse.pool import PooledPostgresqlDatabase
 from psycopg2.extensions import TRANSACTION_STATUS_UNKNOWN
 
-from .config import Config, ConfigError, sqlite_path
+from ..config import Config, ConfigError, sqlite_path
+from .dialect import POSTGRES, SQLITE, Dialect
 
 database = peewee.DatabaseProxy()
 
@@ -70,6 +70,7 @@ class _ThreadSqlite(peewee.SqliteDatabase):
     """
 
     keeps_connections = True
+    dialect = SQLITE
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -122,6 +123,7 @@ class _PooledPostgres(PooledPostgresqlDatabase):
     """
 
     PING_AFTER_IDLE_SECONDS = 5.0
+    dialect = POSTGRES
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -193,7 +195,7 @@ def open_database(config: Config) -> peewee.Database:
         )
         # Unicode-aware case folding for search; SQLite's own lower() knows only ASCII.
         db.register_function(_casefold, "msgapi_casefold", 1)
-        # Edits move updated_at strictly forward (see models._next_updated_at).
+        # Edits move updated_at strictly forward (see messages._next_updated_at).
         db.register_function(_next_updated_at, "msgapi_next_updated_at", 2)
         return db
     params = parse(config.database_url)
@@ -250,7 +252,7 @@ def describe_open_failure(url: str, exc: Exception, setting: str = "DATABASE_URL
     return f"cannot connect to PostgreSQL database {name!r} on {host}:{port}{who}: {reason}; {hint}"
 
 
-def release_connection() -> None:
+def release() -> None:
     """At the end of a request: give a PostgreSQL connection back to the pool.
 
     SQLite connections stay with their thread (see ``_ThreadSqlite``).
@@ -259,7 +261,7 @@ def release_connection() -> None:
         database.close()
 
 
-def discard_broken_connections() -> None:
+def discard_broken() -> None:
     """After a connection error: drop this thread's connection and every idle pooled one.
 
     When the database went away, the idle connections died with it; handing them
@@ -276,144 +278,31 @@ def discard_broken_connections() -> None:
         pass
 
 
-class _Slot:
-    """Where argument ``index`` goes in a compiled query's parameters, and how it is converted.
-
-    Not a ``peewee.Node`` and equal only to itself, so no constant of a query can be taken
-    for it, whatever the argument's value.
-    """
-
-    __slots__ = ("converter", "index")
-
-    def __init__(self, index: int, converter: Callable[[Any], Any] | None) -> None:
-        self.index = index
-        self.converter = converter
+def dialect() -> Dialect:
+    """The open database's dialect (see dialect.py)."""
+    return database.obj.dialect
 
 
-class Placeholder(peewee.Value):
-    """Stands for argument ``index`` while a query is built and compiled.
-
-    When compiled it leaves a ``_Slot`` at its position in the parameters, carrying the
-    converter in scope: compared with a field (``Message.created_at < placeholder``),
-    that is the field's ``db_value``, applied to each argument at run time just as Peewee
-    would have applied it to a literal value.
-    """
-
-    def __init__(self, index: int) -> None:
-        super().__init__(None, converter=False, unpack=False)
-        self.index = index
-
-    def __sql__(self, ctx: Any) -> Any:
-        return ctx.value(_Slot(self.index, ctx.state.converter), converter=False)
-
-
-class TimeLimitExceeded(Exception):
-    """A statement run under ``time_limit`` was stopped by the database."""
-
-
-# SQLite calls the progress handler every this many virtual machine steps: often enough
-# to stop within a millisecond or so, rarely enough to cost nothing measurable.
-SQLITE_PROGRESS_STEPS = 4000
-_QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement stopped by statement_timeout
-
-
-@contextlib.contextmanager
-def time_limit(milliseconds: int) -> Iterator[Callable[..., Any]]:
-    """Run ``PreparedQuery`` statements so that each stops after ``milliseconds``.
+def time_limit(milliseconds: int) -> contextlib.AbstractContextManager[Callable[..., Any]]:
+    """Run compiled statements so that each stops after ``milliseconds``.
 
     Yields ``run(query, *args)``, to use instead of ``query.execute(*args)`` inside the
-    block. A statement over the limit raises ``TimeLimitExceeded``; the connection stays
-    usable. SQLite: a progress handler on the connection aborts the statement (it is
-    checked while rows are read, too). PostgreSQL: ``SET LOCAL statement_timeout`` is
-    sent with the statement, in the same round trip and the same implicit transaction.
+    block. A statement over the limit raises ``TimeLimitExceeded``; the connection stays usable.
     """
-    if isinstance(database.obj, peewee.SqliteDatabase):
-        conn = database.connection()
-        deadline = time.monotonic() + milliseconds / 1000
-        conn.set_progress_handler(lambda: time.monotonic() > deadline, SQLITE_PROGRESS_STEPS)
-        try:
-            yield PreparedQuery.execute
-        except peewee.OperationalError as exc:
-            if str(exc) == "interrupted":
-                raise TimeLimitExceeded() from None
-            raise
-        finally:
-            conn.set_progress_handler(None, SQLITE_PROGRESS_STEPS)
-        return
-    prefix = f"SET LOCAL statement_timeout = {int(milliseconds)}; "
-    try:
-        yield lambda query, *args: query.execute(*args, sql_prefix=prefix)
-    except peewee.OperationalError as exc:
-        if getattr(exc.__context__, "pgcode", None) == _QUERY_CANCELED:
-            raise TimeLimitExceeded() from None
-        raise
+    return dialect().time_limit(database, milliseconds)
 
 
-class PreparedQuery:
-    """A Peewee query compiled to SQL once per database, then run with fresh parameters.
-
-    Building and compiling a Peewee query costs far more than running it, and the hot
-    statements never change shape. ``build`` is called once per database with one
-    ``Placeholder`` per parameter of its signature; each placeholder marks its own
-    position in the compiled parameters, so an argument can never be bound where a
-    constant belongs, nor two arguments to one position. Every parameter must appear in
-    the query, except those named in ``unused`` (which must not): a build that drops an
-    argument fails when compiled, instead of ignoring it on every run.
-    """
-
-    def __init__(self, build: Callable[..., peewee.Query], unused: tuple[str, ...] = ()) -> None:
-        names = list(inspect.signature(build).parameters)
-        unknown = set(unused) - set(names)
-        if unknown:
-            raise TypeError(f"unused names no parameter of the query: {sorted(unknown)}")
-        self._build = build
-        self._arity = len(names)
-        self._names = names
-        self._unused = frozenset(names.index(name) for name in unused)
-        self._compiled: weakref.WeakKeyDictionary[peewee.Database, tuple[str, list[tuple[int, Any, Any]]]] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def _compile(self, db: peewee.Database) -> tuple[str, list[tuple[int, Any, Any]]]:
-        query = self._build(*(Placeholder(index) for index in range(self._arity)))
-        sql, params = db.get_sql_context().sql(query).query()
-        # (index of the argument, or -1 for a constant; the constant; the argument's converter)
-        slots = [
-            (param.index, None, param.converter) if isinstance(param, _Slot) else (-1, param, None)
-            for param in params
-        ]
-        used = {index for index, _, _ in slots if index >= 0}
-        missing = set(range(self._arity)) - used - self._unused
-        unexpected = used & self._unused
-        if missing or unexpected:
-            raise AssertionError(
-                f"compiled query misplaces its arguments: missing {[self._names[i] for i in sorted(missing)]}, "
-                f"declared unused but present {[self._names[i] for i in sorted(unexpected)]}"
-            )
-        compiled = (sql, slots)
-        self._compiled[db] = compiled
-        return compiled
-
-    def sql(self, db: peewee.Database) -> tuple[str, list[tuple[int, Any, Any]]]:
-        """The compiled SQL and its parameter slots for ``db`` (compiled on first use)."""
-        return self._compiled.get(db) or self._compile(db)
-
-    def execute(self, *args: Any, sql_prefix: str = "") -> Any:
-        """The cursor, after executing with ``args`` bound to the build's parameters, in order.
-
-        ``sql_prefix``: statements without parameters sent before this one in the same
-        string (PostgreSQL only; see ``time_limit``).
-        """
-        if len(args) != self._arity:
-            raise TypeError(f"expected {self._arity} arguments, got {len(args)}")
-        sql, slots = self.sql(database.obj)
-        params = [
-            value if index < 0 else (converter(args[index]) if converter else args[index])
-            for index, value, converter in slots
-        ]
-        return database.execute_sql(sql_prefix + sql, params)
+def single_row(query: peewee.Query) -> dict[str, Any] | None:
+    rows = list(query.dicts().execute())
+    return rows[0] if rows else None
 
 
-def utcnow() -> datetime.datetime:
-    """Now in UTC, naive: the database stores UTC without a zone, and we render it with ``Z``."""
-    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+def write_returning(query: peewee.Query) -> dict[str, Any] | None:
+    """Run a write with RETURNING; all rows are read inside the lock, which is when it commits."""
+    with write_lock():
+        return single_row(query)
+
+
+def write(query: peewee.Query) -> int:
+    with write_lock():
+        return query.execute()
