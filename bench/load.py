@@ -6,6 +6,10 @@ import dataclasses
 import math
 import random
 
+# The list scenario's page: the size every list figure (and the ceiling (a')) is measured at.
+PAGE_LIMIT = 100
+LIST_PAGE = f"/api/messages?limit={PAGE_LIMIT}"
+
 
 @dataclasses.dataclass(frozen=True)
 class Load:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from bench.ceilings import VIEW_LABEL
-from bench.scenarios import PAGE_LIMIT
+from bench.load import PAGE_LIMIT
 
 
 def fmt(value: object, spec: str = ".0f", none: str = "-") -> str:

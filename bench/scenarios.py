@@ -6,14 +6,10 @@ import dataclasses
 import json
 from typing import TYPE_CHECKING
 
-from bench.load import Load
+from bench.load import LIST_PAGE, Load
 
 if TYPE_CHECKING:
     from bench.seeding import Seeded
-
-PAGE_LIMIT = 100
-LIST_PAGE = f"/api/messages?limit={PAGE_LIMIT}"
-
 
 @dataclasses.dataclass(frozen=True)
 class Scenario:

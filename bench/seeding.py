@@ -10,7 +10,7 @@ import time
 
 from bench.database import DB, connect, id_range, user_id
 from bench.progress import log
-from bench.scenarios import LIST_PAGE, PAGE_LIMIT
+from bench.load import LIST_PAGE, PAGE_LIMIT
 from bench.server_process import Server, request
 
 USERNAME = "bench"
