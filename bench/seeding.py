@@ -9,8 +9,8 @@ import secrets
 import time
 
 from bench.database import DB, connect, id_range, user_id
-from bench.progress import log
 from bench.load import LIST_PAGE, PAGE_LIMIT
+from bench.progress import log
 from bench.server_process import Server, request
 
 USERNAME = "bench"
