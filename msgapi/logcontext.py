@@ -198,7 +198,7 @@ class AccessLog:
     """One INFO line per request on the ``msgapi.access`` logger, cheaply.
 
     Through the logging module a line costs a LogRecord, two filter passes and a
-    format: 13 µs of a 43 µs cached GET. When logging is as ``configure`` left it
+    format: a large share of a cached GET. When logging is as ``configure`` left it
     (our handler alone, nothing attached to this logger) the line is formatted by
     that handler's own formatter and written straight into it: the same line for
     a fraction of the cost. Any other set-up (a test's capture, an embedding

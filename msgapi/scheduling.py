@@ -5,7 +5,7 @@ of them runs Python at a time, so under load the threads take turns: every
 request costs a thread wake-up, and every GIL release (each SQLite statement, each
 socket call) lets another thread in, after which the first waits for the GIL again.
 On a 2-core machine with 16 connections that turn-taking cost more than the
-requests themselves (GET item 2,500 req/s on 16 threads, 4,100 on one).
+requests themselves (the benchmark shows it: one thread served more than sixteen).
 
 ``FocusedDispatcher`` runs requests one after another on as few threads as keep
 the CPU busy: a thread that finishes a request takes the next queued one itself,
@@ -66,9 +66,8 @@ def make_dispatcher(config: Config) -> ThreadedTaskDispatcher | None:
     Waitress make its own.
 
     On PostgreSQL a request spends most of its time waiting for the server, and
-    stepping aside for every statement cost more than it saved (wrk, 16 connections:
-    GET item 1,870 -> 1,630 req/s, create 1,860 -> 1,490), so there Waitress's own
-    dispatcher stays. Without the GIL (free-threaded builds) threads run in parallel
+    stepping aside for every statement cost more than it saved (measured with the
+    benchmark: fewer requests per second), so there Waitress's own dispatcher stays. Without the GIL (free-threaded builds) threads run in parallel
     and Waitress's own dispatcher is right too.
     """
     gil_enabled = getattr(sys, "_is_gil_enabled", lambda: True)()
