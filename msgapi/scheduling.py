@@ -67,8 +67,9 @@ def make_dispatcher(config: Config) -> ThreadedTaskDispatcher | None:
 
     On PostgreSQL a request spends most of its time waiting for the server, and
     stepping aside for every statement cost more than it saved (measured with the
-    benchmark: fewer requests per second), so there Waitress's own dispatcher stays. Without the GIL (free-threaded builds) threads run in parallel
-    and Waitress's own dispatcher is right too.
+    benchmark: fewer requests per second), so there Waitress's own dispatcher stays.
+    Without the GIL (free-threaded builds) threads run in parallel and Waitress's
+    own dispatcher is right too.
     """
     gil_enabled = getattr(sys, "_is_gil_enabled", lambda: True)()
     if not (config.is_sqlite and gil_enabled):
