@@ -90,17 +90,16 @@ class Store:
         database.close_all()
 
 
-def open_store(config: Config, *, create: bool = True) -> Store:
-    """Open ``config.database_url`` and, with ``create``, create any missing tables.
+def open_store(config: Config) -> Store:
+    """Open ``config.database_url`` and create any missing tables.
 
     Raises ``peewee.OperationalError`` or ``InterfaceError`` when the database cannot be
     opened (``describe_open_failure`` words it for an operator).
     """
     opened = open_database(config)
     database.initialize(opened)
-    if create:
-        try:
-            create_tables()
-        finally:
-            database.close()
+    try:
+        create_tables()
+    finally:
+        database.close()
     return Store(opened.dialect.name)
