@@ -48,7 +48,7 @@ SEED_SQL = """
 INSERT INTO messages (content, views, created_at, updated_at, author_id)
 SELECT 'seed message #' || k || CASE WHEN k % 100 = 0 THEN ' kiwi' ELSE ' plain' END
        || CASE WHEN k % 50000 = 0 THEN ' quokka' ELSE '' END,
-       (k * 7919) % 1000, {ts}, {ts}, {author}
+       ((k % 1000) * 7919) % 1000, {ts}, {ts}, {author}
 FROM {series}
 """
 

@@ -256,3 +256,16 @@ def test_concurrent_starts_rebuild_an_old_sqlite_database_once(sqlite_url, tmp_p
     assert _rows(old) == rows_before
     schema = _sqlite_schema(old)
     assert "AUTOINCREMENT" in schema["users"] and "users_rebuilt" not in schema
+
+
+def test_sqlite_page_caches_of_all_threads_stay_small(tmp_path):
+    """Each Waitress thread keeps its own SQLite connection, and its page cache fills over time:
+    the process holds every thread's cache at once, so their sum must fit a small server."""
+    config = Config(database_url=f"sqlite:///{tmp_path / 'msgapi.sqlite3'}", secret_key="k" * 40)
+    db = open_database(config)
+    try:
+        (cache_size,) = db.execute_sql("PRAGMA cache_size").fetchone()
+    finally:
+        db.close_all()
+    per_connection_kib = -cache_size if cache_size < 0 else cache_size * 4  # pages of 4 KiB
+    assert config.threads * per_connection_kib <= 48 * 1024

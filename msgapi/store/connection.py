@@ -56,7 +56,11 @@ SQLITE_PRAGMAS = {
     "synchronous": "normal",
     "foreign_keys": 1,
     "busy_timeout": SQLITE_BUSY_TIMEOUT_MS,
-    "cache_size": -16_000,  # 16 MB
+    # Page cache per connection, in KiB. Every Waitress thread keeps its own connection and
+    # so its own cache: over time each fills with different pages of a large table, and
+    # the process holds threads x cache_size. Reads that miss it come from the operating
+    # system's file cache, which every connection shares, so a small one costs little.
+    "cache_size": -2_000,
 }
 
 
