@@ -40,7 +40,9 @@ CREATE INDEX IF NOT EXISTS messages_updated_at_id ON messages (updated_at, id);
 CREATE INDEX IF NOT EXISTS messages_created_at_id ON messages (created_at, id);
 -- ordering=views; every GET changes views, so each view also writes this index
 CREATE INDEX IF NOT EXISTS messages_views_id ON messages (views, id);
-CREATE INDEX IF NOT EXISTS messages_author_id ON messages (author_id);
+-- ?author= in the default order; also serves the foreign key (replaces messages_author_id)
+CREATE INDEX IF NOT EXISTS messages_author_id_updated_at_id ON messages (author_id, updated_at, id);
+DROP INDEX IF EXISTS messages_author_id;
 -- search: case-insensitive substring of content, for 3 or more characters
 CREATE INDEX IF NOT EXISTS messages_content_trgm ON messages USING gin (content gin_trgm_ops);
 

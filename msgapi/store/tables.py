@@ -29,6 +29,8 @@ def create_tables() -> None:
             # CREATE TABLE IF NOT EXISTS still races in PostgreSQL's catalog; serialise it.
             database.execute_sql("SELECT pg_advisory_xact_lock(7466734)")
         database.create_tables(ALL_MODELS, safe=True)
+        # The author index before (author_id, updated_at, id) took its place, in older databases.
+        database.execute_sql("DROP INDEX IF EXISTS messages_author_id")
         if sqlite:
             _create_sqlite_search_index()
         else:
