@@ -256,6 +256,26 @@ def test_successful_logins_do_not_spend_the_account_budget(limited_app):
     assert_429(login(app, "alice", PASSWORD, peer="192.0.2.1"))
 
 
+def test_a_successful_login_gives_back_only_its_own_account_slot(limited_app):
+    app = limited_app()
+    register(app, "alice")
+    assert login(app, "alice", peer="203.0.113.1").status_int == 401
+    assert login(app, "alice", PASSWORD, peer="203.0.113.2").status_int == 200
+    for n in range(ACCOUNT_LIMIT - 1):
+        assert login(app, "alice", peer=f"198.51.100.{n + 1}").status_int == 401
+    # The failure before the success still counts: the account is full.
+    assert_429(login(app, "alice", PASSWORD, peer="192.0.2.1"))
+
+
+def test_a_successful_login_leaves_no_account_row(limited_app):
+    """The slot given back leaves its window at zero hits, which is no row: successes never grow the table."""
+    app = limited_app()
+    register(app, "alice")
+    for n in range(3):
+        assert login(app, "alice", PASSWORD, peer=f"203.0.113.{n + 1}").status_int == 200
+    assert [bucket for bucket in limiter_rows() if bucket.startswith("token:user:")] == []
+
+
 def test_a_refusal_for_the_account_does_not_spend_the_address_budget(limited_app):
     app = limited_app()
     for n in range(ACCOUNT_LIMIT):
