@@ -430,6 +430,20 @@ def test_blacklisting_keeps_unexpired_revocations(app, tokens):
     assert jwt.decode(tokens["refresh"], options={"verify_signature": False})["jti"] in jtis
 
 
+def test_every_revocation_write_prunes_both_kinds_of_expired_revocation(app):
+    models.revoke_token("old-jti", "old-login", models.LOGOUT, 100, 50)
+    models.revoke_family("old-login", 100, 50)
+    assert models.is_token_revoked("old-jti") and models.is_family_revoked("old-login")
+    models.revoke_family("new-login", 10_000, 101)
+    assert not models.is_token_revoked("old-jti") and not models.is_family_revoked("old-login")
+
+    models.revoke_token("old-jti-2", "old-login-2", models.LOGOUT, 200, 150)
+    models.revoke_family("old-login-2", 200, 150)
+    models.revoke_token("new-jti", "new-login", models.LOGOUT, 10_000, 201)
+    assert not models.is_token_revoked("old-jti-2") and not models.is_family_revoked("old-login-2")
+    assert models.is_token_revoked("new-jti") and models.is_family_revoked("new-login")
+
+
 def test_a_logged_out_token_stays_refused_after_its_exp_while_the_leeway_accepts_it(app, tokens):
     token = just_expired_refresh_token(user_id_of(tokens["access"]))
     assert refresh(app, token).status_int == 200  # the control: past exp, still accepted
@@ -543,6 +557,14 @@ def test_reusing_a_rotated_refresh_token_revokes_the_newest_of_its_family(rotati
     newest = refresh(app, first).json["refresh"]
     refresh(app, pair["refresh"])  # the reuse
     assert_problem(refresh(app, newest), 401)
+
+
+def test_refreshing_a_logged_out_token_is_refused_without_ending_its_login(rotating):
+    """Only a rotated token coming back shows two holders; a logged-out one is just refused."""
+    app, pair = rotating
+    assert blacklist(app, pair["refresh"]).status_int == 200
+    assert_token_not_valid(refresh(app, pair["refresh"]))
+    assert me(app, pair["access"]).status_int == 200
 
 
 def test_family_revocation_leaves_other_logins_working(rotating):
