@@ -791,7 +791,7 @@ def test_a_refused_request_is_answered_on_a_read_and_writes_nothing(limiter, dat
     rl.hit("b")  # 2 + 1 + 1 (weighted) > 3: the next is refused
     with rate_limit_table_write_locked(database_url):
         thread, outcome = hit_in_thread(rl, "b")
-        thread.join(timeout=5)
+        thread.join(timeout=20)  # a read takes milliseconds; a write waits for the lock
         waited_to_write = thread.is_alive()
     thread.join()
     assert not waited_to_write, "a refused request waited for the write lock"
