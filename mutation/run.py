@@ -117,14 +117,23 @@ TARGETS = [
             "delete",
             "find_write_target",
         ),
-        tuple(MESSAGE_TESTS),
+        (*MESSAGE_TESTS, "tests/test_conditional_writes.py", "tests/test_view_batching.py"),
     ),
     Target("msgapi.store.listing", ("page", "_list_query"), tuple(MESSAGE_TESTS)),
-    Target("msgapi.resources.messages", ("MessageCollection", "MessageItem"), tuple(MESSAGE_TESTS)),
+    Target(
+        "msgapi.resources.messages",
+        ("MessageCollection", "MessageItem"),
+        (
+            *MESSAGE_TESTS,
+            "tests/test_conditional_writes.py",
+            "tests/test_idempotent_creates.py",
+            "tests/test_write_rate_limit.py",
+        ),
+    ),
     Target(
         "msgapi.resources.auth",
         ("_verified_claims", "TokenObtain", "TokenRefresh", "TokenVerify", "TokenBlacklist"),
-        ("tests/test_auth.py", "tests/test_accounts_and_tokens.py"),
+        ("tests/test_auth.py", "tests/test_accounts_and_tokens.py", "tests/test_rate_limit.py"),
     ),
 ]
 

@@ -9,6 +9,7 @@ a skip would hide a failure, so it fails instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -126,6 +127,38 @@ def wsgi_app(config: Config) -> Iterator:
 def app(wsgi_app) -> webtest.TestApp:
     """A fresh app on a clean database, driven in-process by WebTest."""
     return webtest.TestApp(wsgi_app)
+
+
+@contextlib.contextmanager
+def messages_trigger(database_url: str, event: str, sqlite_body: str, postgres_body: str) -> Iterator[None]:
+    """While inside, a trigger on the messages table (``event``: e.g. "AFTER INSERT") runs the body
+    for each row: a fault or a racing request put into the middle of one statement, on either database."""
+    if database_url.startswith("sqlite"):
+        import sqlite3
+
+        from msgapi.config import sqlite_path
+
+        conn = sqlite3.connect(sqlite_path(database_url), isolation_level=None)
+        conn.execute(f"CREATE TRIGGER injected {event} ON messages BEGIN {sqlite_body} END")
+        try:
+            yield
+        finally:
+            conn.execute("DROP TRIGGER injected")
+            conn.close()
+        return
+    import psycopg2
+
+    conn = psycopg2.connect(database_url)
+    conn.autocommit = True
+    cursor = conn.cursor()
+    cursor.execute(f"CREATE FUNCTION injected() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {postgres_body} END $$")
+    cursor.execute(f"CREATE TRIGGER injected {event} ON messages FOR EACH ROW EXECUTE FUNCTION injected()")
+    try:
+        yield
+    finally:
+        cursor.execute("DROP TRIGGER injected ON messages")
+        cursor.execute("DROP FUNCTION injected()")
+        conn.close()
 
 
 def register(app: webtest.TestApp, username: str, password: str = PASSWORD, **extra) -> dict:

@@ -19,6 +19,17 @@ ACCOUNT_KEYS = {"id", "username", "email", "first_name", "last_name", "is_staff"
 # --- helpers -----------------------------------------------------------------------------------------------
 
 
+def assert_token_not_valid(resp) -> None:
+    """simplejwt's answer to a token it will not take on the token endpoints, with the Bearer challenge naming it."""
+    body = assert_problem(resp, 401)
+    assert (body["detail"], body["code"]) == ("Token is invalid or expired", "token_not_valid")
+    assert resp.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+
+
+def family_revoked(family: str) -> bool:
+    return schema.RevokedFamily.select().where(schema.RevokedFamily.family == family).exists()
+
+
 def stored_user(username: str) -> schema.User:
     return users.by_username(username)
 
@@ -229,7 +240,7 @@ def test_password_change_ends_the_previous_access_token(app, tokens):
 
 def test_password_change_ends_the_previous_refresh_token(app, tokens):
     change_password(app, tokens["access"])
-    assert_problem(refresh(app, tokens["refresh"]), 401)
+    assert_token_not_valid(refresh(app, tokens["refresh"]))
 
 
 def test_password_change_ends_tokens_from_every_login(app, tokens):
@@ -353,13 +364,13 @@ def test_a_used_bearer_token_is_refused_on_a_clock_before_its_issue(app, tokens,
 
 def test_verify_refuses_a_blacklisted_refresh_token(app, tokens):
     blacklist(app, tokens["refresh"])
-    assert_problem(verify(app, tokens["refresh"]), 401)
+    assert_token_not_valid(verify(app, tokens["refresh"]))
 
 
 @pytest.mark.parametrize("kind", [ACCESS, REFRESH])
 def test_verify_refuses_tokens_revoked_by_a_password_change(app, tokens, kind):
     change_password(app, tokens["access"])
-    assert_problem(verify(app, tokens[kind]), 401)
+    assert_token_not_valid(verify(app, tokens[kind]))
 
 
 # --- blacklist ---------------------------------------------------------------------------------------------
@@ -373,7 +384,7 @@ def test_blacklist_answers_200_empty(app, tokens):
 
 def test_blacklisted_refresh_token_cannot_refresh(app, tokens):
     blacklist(app, tokens["refresh"])
-    assert_problem(refresh(app, tokens["refresh"]), 401)
+    assert_token_not_valid(refresh(app, tokens["refresh"]))
 
 
 def test_blacklisting_one_refresh_token_leaves_other_logins_working(app, tokens):
@@ -413,6 +424,20 @@ def test_blacklisting_keeps_unexpired_revocations(app, tokens):
     jtis = {row.jti for row in schema.RevokedToken.select()}
     assert "live-jti" in jtis
     assert jwt.decode(tokens["refresh"], options={"verify_signature": False})["jti"] in jtis
+
+
+def test_every_revocation_write_prunes_both_kinds_of_expired_revocation(app):
+    revocations.revoke_token("old-jti", "old-login", revocations.LOGOUT, 100, 50)
+    revocations.revoke_family("old-login", 100, 50)
+    assert revocations.is_token_revoked("old-jti") and family_revoked("old-login")
+    revocations.revoke_family("new-login", 10_000, 101)
+    assert not revocations.is_token_revoked("old-jti") and not family_revoked("old-login")
+
+    revocations.revoke_token("old-jti-2", "old-login-2", revocations.LOGOUT, 200, 150)
+    revocations.revoke_family("old-login-2", 200, 150)
+    revocations.revoke_token("new-jti", "new-login", revocations.LOGOUT, 10_000, 201)
+    assert not revocations.is_token_revoked("old-jti-2") and not family_revoked("old-login-2")
+    assert revocations.is_token_revoked("new-jti") and family_revoked("new-login")
 
 
 def test_a_logged_out_token_stays_refused_after_its_exp_while_the_leeway_accepts_it(app, tokens):
@@ -459,7 +484,7 @@ def test_a_revoked_login_is_kept_while_any_of_its_tokens_could_be_accepted(app):
     clock.now = claims["exp"] + LEEWAY_SECONDS - 0.001
     service.decode(token, REFRESH)  # still accepted by a verifier with the right clock
     revocations.revoke_token("other", "other", revocations.LOGOUT, 0, service.now() + LEEWAY_SECONDS)
-    assert schema.RevokedFamily.select().where(schema.RevokedFamily.family == "the-login").exists()
+    assert family_revoked("the-login")
 
 
 # --- refresh-token rotation --------------------------------------------------------------------------------
@@ -519,7 +544,7 @@ def test_rotation_keeps_the_family(rotating):
 def test_reusing_a_rotated_refresh_token_is_401(rotating):
     app, pair = rotating
     refresh(app, pair["refresh"])
-    assert_problem(refresh(app, pair["refresh"]), 401)
+    assert_token_not_valid(refresh(app, pair["refresh"]))
 
 
 def test_reusing_a_rotated_refresh_token_revokes_the_newest_of_its_family(rotating):
@@ -528,6 +553,14 @@ def test_reusing_a_rotated_refresh_token_revokes_the_newest_of_its_family(rotati
     newest = refresh(app, first).json["refresh"]
     refresh(app, pair["refresh"])  # the reuse
     assert_problem(refresh(app, newest), 401)
+
+
+def test_refreshing_a_logged_out_token_is_refused_without_ending_its_login(rotating):
+    """Only a rotated token coming back shows two holders; a logged-out one is just refused."""
+    app, pair = rotating
+    assert blacklist(app, pair["refresh"]).status_int == 200
+    assert_token_not_valid(refresh(app, pair["refresh"]))
+    assert me(app, pair["access"]).status_int == 200
 
 
 def test_family_revocation_leaves_other_logins_working(rotating):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -867,3 +868,29 @@ def test_register_obtain_and_refresh(app):
     message = create(app, bearer(access), expect_errors=False).json
     assert claims_of(access)["user_id"] == user["id"]
     assert message["author"] == "carol"
+
+
+def set_next_user_id(database_url: str, next_id: int) -> None:
+    """The id the next registration gets, set in the database's own id sequence."""
+    if database_url.startswith("sqlite"):
+        import sqlite3
+
+        from msgapi.config import sqlite_path
+
+        with contextlib.closing(sqlite3.connect(sqlite_path(database_url))) as conn, conn:
+            conn.execute("DELETE FROM sqlite_sequence WHERE name = 'users'")
+            conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('users', ?)", (next_id - 1,))
+        return
+    import psycopg2
+
+    with contextlib.closing(psycopg2.connect(database_url)) as conn, conn, conn.cursor() as cursor:
+        cursor.execute("SELECT setval(pg_get_serial_sequence('users', 'id'), %s)", (next_id - 1,))
+
+
+def test_the_highest_possible_user_id_still_authenticates(app, database_url):
+    """Ids run up to 2**31 - 1 (a 32-bit signed column); the last one is a user like any other."""
+    last_id = 2**31 - 1
+    set_next_user_id(database_url, last_id)
+    assert register(app, "last")["id"] == last_id
+    access = obtain_tokens(app, "last")["access"]
+    assert app.get("/api/auth/me", headers=bearer(access)).json["id"] == last_id

@@ -11,7 +11,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import WireClient, assert_problem, bearer, obtain_tokens, register, wire_login
+from conftest import WireClient, assert_problem, bearer, messages_trigger, obtain_tokens, register, wire_login
 
 from msgapi.config import ConfigError, from_env
 from msgapi.store import schema
@@ -115,6 +115,22 @@ def test_order_of_checks_is_401_404_403_412_then_the_body(app, auth, create_mess
     current = {"If-Match": app.head(url).headers["ETag"]}
     assert_problem(app.put_json(url, bad_body, headers={**auth, **current}, expect_errors=True), 400)
     assert_problem(app.delete(url, headers={**bob, **stale}, expect_errors=True), 403)
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
+def test_a_write_that_lost_a_race_is_404_if_unconditional_and_412_if_the_message_remains(
+    app, auth, create_message, database_url, method
+):
+    """The race, put in the write itself: a trigger skips the row, as a delete or an edit committed
+    between the checks and the write would. An unconditional write then changed nothing only because
+    the message is gone (404); a conditional one finds it still there, changed (412)."""
+    message = create_message()
+    url = url_of(message)
+    etag = app.get(url).headers["ETag"]
+    event = "BEFORE DELETE" if method == "DELETE" else "BEFORE UPDATE"
+    with messages_trigger(database_url, event, "SELECT RAISE(IGNORE);", "RETURN NULL;"):
+        assert_problem(write(app, method, url, auth), 404)
+        assert_problem(write(app, method, url, {**auth, "If-Match": etag}), 412)
 
 
 def test_two_edits_in_one_microsecond_still_get_different_etags(app, auth, create_message):

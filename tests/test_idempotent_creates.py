@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import WireClient, assert_problem, bearer, obtain_tokens, register, wire_login
+from conftest import PASSWORD, WireClient, assert_problem, bearer, messages_trigger, obtain_tokens, register, wire_login
 
 from msgapi.store import idempotency, schema
 from msgapi.store.connection import database
@@ -102,6 +103,17 @@ def test_a_refused_token_user_creates_nothing_and_leaves_the_key_free(app, auth,
     assert post(app, auth, "k").status_int == 201
 
 
+def test_a_repeat_with_an_ended_token_is_401_not_the_stored_answer(app, auth):
+    """A key's stored 201 is answered only to a token that may still create."""
+    assert post(app, auth, "k").status_int == 201
+    resp = app.post_json(
+        "/api/auth/password/", {"current_password": PASSWORD, "new_password": "a brand new passphrase"}, headers=auth
+    )
+    assert resp.status_int == 200
+    assert assert_problem(post(app, auth, "k"), 401)["code"] == "token_not_valid"
+    assert assert_problem(post(app, auth, "k", "a different body"), 401)["code"] == "token_not_valid"
+
+
 def test_without_the_header_nothing_is_stored(app, auth):
     assert post(app, auth, None).status_int == 201
     assert post(app, auth, None).status_int == 201
@@ -118,6 +130,41 @@ def _claim(key: str, content: str, age: int) -> None:
             claim="someone-else",
             created_at=int(time.time()) - age,
         ).execute()
+
+
+# What a trigger, added by another connection, does on every INSERT into messages: (SQLite, PostgreSQL).
+_ON_MESSAGE_INSERT = {
+    "fail": ("SELECT RAISE(ABORT, 'injected failure');", "RAISE EXCEPTION 'injected failure';"),
+    # Another request takes the key over between this one's claim and its create.
+    "take over the claim": (
+        "UPDATE idempotency_keys SET claim = 'taken-over';",
+        "UPDATE idempotency_keys SET claim = 'taken-over'; RETURN NEW;",
+    ),
+}
+
+
+@contextlib.contextmanager
+def on_message_insert(database_url: str, what: str):
+    sqlite_body, postgres_body = _ON_MESSAGE_INSERT[what]
+    with messages_trigger(database_url, "AFTER INSERT", sqlite_body, postgres_body):
+        yield
+
+
+def test_a_create_that_fails_releases_its_key_and_reports_its_own_error(app, auth, database_url, caplog):
+    """A retry need not wait out the lease of a create that failed, and the log names the failure."""
+    with on_message_insert(database_url, "fail"):
+        assert_problem(post(app, auth, "k"), 500)
+    assert "injected failure" in caplog.text
+    assert post(app, auth, "k").status_int == 201
+    assert len(app.get("/api/messages").json) == 1
+
+
+def test_a_claim_taken_over_during_the_create_is_409_and_creates_nothing(app, auth, database_url):
+    with on_message_insert(database_url, "take over the claim"):
+        resp = post(app, auth, "k")
+    assert_problem(resp, 409)
+    assert resp.headers["Retry-After"] == "1"
+    assert app.get("/api/messages").json == []
 
 
 def test_a_repeat_while_the_first_is_in_flight_is_409(app, auth):

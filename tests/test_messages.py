@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import webtest
-from conftest import assert_problem, bearer, obtain_tokens, register
+from conftest import PASSWORD, assert_problem, bearer, obtain_tokens, register
 
 from msgapi.store import messages, schema
 
@@ -305,6 +305,22 @@ def test_create_with_a_garbage_token_is_401_invalid_token(app):
 
 def test_create_without_token_and_with_a_bad_body_is_401(app):
     assert_problem(send(app, "POST", "/api/messages", {"content": ""}), 401)
+
+
+def end_tokens_by_a_password_change(app: webtest.TestApp, auth: dict[str, str]) -> None:
+    resp = app.post_json(
+        "/api/auth/password/", {"current_password": PASSWORD, "new_password": "a brand new passphrase"}, headers=auth
+    )
+    assert resp.status_int == 200
+
+
+@pytest.mark.parametrize("body", [{"content": ""}, {"content": "x" * 161}, {}], ids=["empty", "too-long", "missing"])
+def test_create_with_an_ended_token_and_a_bad_body_is_401_not_400(app, auth, body):
+    """The token is valid but its user's tokens were ended: the refusal outranks the body's error."""
+    end_tokens_by_a_password_change(app, auth)
+    resp = app.post_json("/api/messages", body, headers=auth, expect_errors=True)
+    assert assert_problem(resp, 401)["code"] == "token_not_valid"
+    assert resp.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
 
 
 # --- get and head --------------------------------------------------------------------------------

@@ -6,10 +6,15 @@ Through the app (in-process and over two live servers), then the pieces alone:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import http.client
 import ipaddress
 import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -18,7 +23,7 @@ from conftest import PASSWORD, TEST_HASH_ITERATIONS, TEST_SECRET_KEY, assert_pro
 
 from msgapi import config as config_module
 from msgapi.app import create_app
-from msgapi.config import Rate
+from msgapi.config import Rate, sqlite_path
 from msgapi.proxies import client_address, parse_networks
 from msgapi.ratelimit import ACCOUNT_BUDGET_FACTOR, RateLimited, RateLimiter, address_key
 from msgapi.store import limits, schema
@@ -248,6 +253,26 @@ def test_successful_logins_do_not_spend_the_account_budget(limited_app):
     assert_429(login(app, "alice", PASSWORD, peer="192.0.2.1"))
 
 
+def test_a_successful_login_gives_back_only_its_own_account_slot(limited_app):
+    app = limited_app()
+    register(app, "alice")
+    assert login(app, "alice", peer="203.0.113.1").status_int == 401
+    assert login(app, "alice", PASSWORD, peer="203.0.113.2").status_int == 200
+    for n in range(ACCOUNT_LIMIT - 1):
+        assert login(app, "alice", peer=f"198.51.100.{n + 1}").status_int == 401
+    # The failure before the success still counts: the account is full.
+    assert_429(login(app, "alice", PASSWORD, peer="192.0.2.1"))
+
+
+def test_a_successful_login_leaves_no_account_row(limited_app):
+    """The slot given back leaves its window at zero hits, which is no row: successes never grow the table."""
+    app = limited_app()
+    register(app, "alice")
+    for n in range(3):
+        assert login(app, "alice", PASSWORD, peer=f"203.0.113.{n + 1}").status_int == 200
+    assert [bucket for bucket in limiter_rows() if bucket.startswith("token:user:")] == []
+
+
 def test_a_refusal_for_the_account_does_not_spend_the_address_budget(limited_app):
     app = limited_app()
     for n in range(ACCOUNT_LIMIT):
@@ -337,6 +362,7 @@ def test_limit_off_disables_the_limiter(limited_app):
         assert signup(app, f"user{n}").status_int == 201
     for _ in range(4 * LIMIT):
         assert login(app, "user0").status_int == 401
+    assert login(app, "user0", PASSWORD).status_int == 200
 
 
 @pytest.mark.parametrize("value", ["off", "OFF", "none", "0", " off "])
@@ -716,6 +742,115 @@ class Untouchable:
 
     def __getattr__(self, name: str):
         raise AssertionError(f"the disabled limiter used the store: {name}")
+
+
+@contextlib.contextmanager
+def rate_limit_table_write_locked(database_url: str) -> Iterator[None]:
+    """Another connection holds the write lock on the limiter's table; reads still go through."""
+    if database_url.startswith("sqlite"):
+        holder = sqlite3.connect(sqlite_path(database_url), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # in WAL mode, readers are not blocked
+        release = holder.rollback
+    else:
+        import psycopg2
+
+        holder = psycopg2.connect(database_url)
+        holder.cursor().execute("LOCK TABLE rate_limit_hits IN EXCLUSIVE MODE")  # blocks writes only
+        release = holder.rollback
+    try:
+        yield
+    finally:
+        release()
+        holder.close()
+
+
+def hit_in_thread(rate_limiter: RateLimiter, bucket: str) -> tuple[threading.Thread, list]:
+    """Start ``rate_limiter.hit(bucket)`` in a thread; the list gets True, False (refused) or the exception."""
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append(allowed(rate_limiter, bucket))
+        except Exception as exc:  # the test's assertion shows it
+            outcome.append(exc)
+        finally:
+            release_connection()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def fill_previous_window(rate_limiter: RateLimiter, clock: FakeClock, bucket: str, hits: int) -> None:
+    clock.now = WINDOW
+    for _ in range(hits):
+        rate_limiter.hit(bucket)
+    clock.now = WINDOW + 60 + 30  # half of the previous window still overlaps
+
+
+def test_a_refused_request_is_answered_on_a_read_and_writes_nothing(limiter, database_url):
+    """So a flood of refused requests never queues for the write lock: with the table
+    write-locked by another connection, a refusal still comes at once."""
+    rl, clock = limiter()
+    fill_previous_window(rl, clock, "b", 2)  # weighs 1 now
+    rl.hit("b")
+    rl.hit("b")  # 2 + 1 + 1 (weighted) > 3: the next is refused
+    with rate_limit_table_write_locked(database_url):
+        thread, outcome = hit_in_thread(rl, "b")
+        thread.join(timeout=20)  # a read takes milliseconds; a write waits for the lock
+        waited_to_write = thread.is_alive()
+    thread.join()
+    assert not waited_to_write, "a refused request waited for the write lock"
+    assert outcome == [False]
+
+
+def test_requests_that_passed_the_read_together_get_only_the_room_left(limiter, database_url):
+    """The race the read check alone would lose: three requests read the bucket before
+    any of them counts. Counting rechecks, and the one over the limit takes its hit back."""
+    rl, clock = limiter()
+    fill_previous_window(rl, clock, "b", 2)  # weighs 1 now: room for 2 more
+    with rate_limit_table_write_locked(database_url):
+        racers = [hit_in_thread(rl, "b") for _ in range(3)]
+        time.sleep(1)  # each reads the bucket, then waits to count
+    for thread, _ in racers:
+        thread.join(timeout=30)
+    outcomes = [outcome for _, result in racers for outcome in result]
+    assert outcomes.count(True) == 2 and outcomes.count(False) == 1, outcomes
+    assert not allowed(rl, "b")  # the loser's hit was taken back, the winners' stay
+    assert limiter_counts() == {("b", WINDOW, 2), ("b", WINDOW + 60, 2)}
+
+
+def test_retry_after_counts_the_refused_request_in_this_window(limiter):
+    """Refused 5 s into a window holding 3 of 3: 55 s to the window's end, then until
+    the 4 (the refused one counted, to be safe), weighted by their overlap, leave room
+    for one: 1 + 4 * (1 - t / 60) <= 3 from t = 30 s. So 85 s, not more."""
+    rl, clock = limiter()
+    clock.now = WINDOW + 5
+    for _ in range(LIMIT):
+        rl.hit("b")
+    with pytest.raises(RateLimited) as refused:
+        rl.hit("b")
+    assert refused.value.retry_after == 55 + 30
+
+
+def test_retry_after_of_a_per_second_limit_is_one_second(limiter):
+    """0.1 s to the second's end, then 1 - 1/3 s until the 3 weighted leave room: 1 s rounded up."""
+    rl, clock = limiter(limit=2, period=1)
+    clock.now = WINDOW + 0.9
+    rl.hit("b")
+    rl.hit("b")
+    with pytest.raises(RateLimited) as refused:
+        rl.hit("b")
+    assert refused.value.retry_after == 1
+
+
+def test_enabled_limiter_says_so():
+    assert RateLimiter(Rate(LIMIT, 60)).enabled is True
+
+
+def test_ipv6_clients_are_budgeted_by_their_64_prefix_by_default():
+    rl = RateLimiter(Rate(LIMIT, 60))
+    assert rl.address_bucket("token", "2001:db8:1:2::1") == "token:ip:2001:db8:1:2::/64"
 
 
 def test_disabled_limiter_touches_nothing():
