@@ -28,6 +28,7 @@ from msgapi.proxies import client_address, parse_networks
 from msgapi.ratelimit import ACCOUNT_BUDGET_FACTOR, RateLimited, RateLimiter, address_key
 from msgapi.store import limits, schema
 from msgapi.store.connection import database
+from msgapi.store.connection import release as release_connection
 
 PROBLEM_JSON = "application/problem+json"
 LIMIT = 3
@@ -719,7 +720,6 @@ def test_concurrent_requests_get_exactly_the_limit_and_refusals_leave_no_count(l
     from concurrent.futures import ThreadPoolExecutor
     from threading import Barrier
 
-    from msgapi.store.connection import release as release_connection
 
     rl, _ = limiter(limit=5)
     start = Barrier(16)
@@ -845,11 +845,11 @@ def test_retry_after_of_a_per_second_limit_is_one_second(limiter):
 
 
 def test_enabled_limiter_says_so():
-    assert RateLimiter(Rate(LIMIT, 60)).enabled is True
+    assert RateLimiter(Untouchable(), Rate(LIMIT, 60)).enabled is True
 
 
 def test_ipv6_clients_are_budgeted_by_their_64_prefix_by_default():
-    rl = RateLimiter(Rate(LIMIT, 60))
+    rl = RateLimiter(Untouchable(), Rate(LIMIT, 60))
     assert rl.address_bucket("token", "2001:db8:1:2::1") == "token:ip:2001:db8:1:2::/64"
 
 
