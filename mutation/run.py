@@ -117,7 +117,12 @@ TARGETS = [
             "delete",
             "find_write_target",
         ),
-        (*MESSAGE_TESTS, "tests/test_conditional_writes.py", "tests/test_view_batching.py"),
+        (
+            *MESSAGE_TESTS,
+            "tests/test_conditional_writes.py",
+            "tests/test_jwt_forgery.py",
+            "tests/test_view_batching.py",
+        ),
     ),
     Target("msgapi.store.listing", ("page", "_list_query"), tuple(MESSAGE_TESTS)),
     Target(

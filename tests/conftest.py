@@ -412,3 +412,20 @@ def wait_for_log(server, predicate, seconds: float = 10.0) -> list[str]:
         if found or time.monotonic() > deadline:
             return found
         time.sleep(0.05)
+
+
+def set_next_user_id(database_url: str, next_id: int) -> None:
+    """The id the next registration gets, set in the database's own id sequence."""
+    if database_url.startswith("sqlite"):
+        import sqlite3
+
+        from msgapi.config import sqlite_path
+
+        with contextlib.closing(sqlite3.connect(sqlite_path(database_url))) as conn, conn:
+            conn.execute("DELETE FROM sqlite_sequence WHERE name = 'users'")
+            conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('users', ?)", (next_id - 1,))
+        return
+    import psycopg2
+
+    with contextlib.closing(psycopg2.connect(database_url)) as conn, conn, conn.cursor() as cursor:
+        cursor.execute("SELECT setval(pg_get_serial_sequence('users', 'id'), %s)", (next_id - 1,))

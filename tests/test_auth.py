@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
@@ -14,7 +13,16 @@ import warnings
 
 import jwt
 import pytest
-from conftest import PASSWORD, TEST_HASH_ITERATIONS, TEST_SECRET_KEY, assert_problem, bearer, obtain_tokens, register
+from conftest import (
+    PASSWORD,
+    TEST_HASH_ITERATIONS,
+    TEST_SECRET_KEY,
+    assert_problem,
+    bearer,
+    obtain_tokens,
+    register,
+    set_next_user_id,
+)
 
 from msgapi.store import schema, users
 from msgapi.store.connection import database
@@ -868,23 +876,6 @@ def test_register_obtain_and_refresh(app):
     message = create(app, bearer(access), expect_errors=False).json
     assert claims_of(access)["user_id"] == user["id"]
     assert message["author"] == "carol"
-
-
-def set_next_user_id(database_url: str, next_id: int) -> None:
-    """The id the next registration gets, set in the database's own id sequence."""
-    if database_url.startswith("sqlite"):
-        import sqlite3
-
-        from msgapi.config import sqlite_path
-
-        with contextlib.closing(sqlite3.connect(sqlite_path(database_url))) as conn, conn:
-            conn.execute("DELETE FROM sqlite_sequence WHERE name = 'users'")
-            conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('users', ?)", (next_id - 1,))
-        return
-    import psycopg2
-
-    with contextlib.closing(psycopg2.connect(database_url)) as conn, conn, conn.cursor() as cursor:
-        cursor.execute("SELECT setval(pg_get_serial_sequence('users', 'id'), %s)", (next_id - 1,))
 
 
 def test_the_highest_possible_user_id_still_authenticates(app, database_url):

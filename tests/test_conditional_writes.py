@@ -259,3 +259,24 @@ def test_conditional_answers_conform_to_the_spec(make_app):
     conforms(app.put_json(url, {"content": "x"}, headers=current), MESSAGE, "put")
     conforms(app.patch_json(url, {"content": "y"}, headers={**auth, "If-Match": "*"}), MESSAGE, "patch")
     conforms(app.delete(url, headers={**auth, "If-Match": "*"}), MESSAGE, "delete")
+
+
+def test_a_conditional_replace_resets_the_views_like_any_replace(app, auth, create_message):
+    url = url_of(create_message())
+    app.get(url)
+    etag = app.get(url).headers["ETag"]
+    assert app.put_json(url, {"content": "fresh"}, headers={**auth, "If-Match": etag}).json["views"] == 0
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+def test_a_conditional_write_touches_only_its_message_when_another_shares_its_timestamp(
+    app, auth, create_message, method
+):
+    """The entity tag is the message's updated_at; the statement must still match on the id too."""
+    target, other = create_message("target"), create_message("other")
+    same = datetime.datetime(2030, 1, 2, 3, 4, 5, 600000)
+    schema.Message.update(updated_at=same).where(schema.Message.id.in_([target["id"], other["id"]])).execute()
+    etag = app.get(url_of(target)).headers["ETag"]
+    assert write(app, method, url_of(target), {**auth, "If-Match": etag}).status_int in (200, 204)
+    untouched = app.get(url_of(other)).json
+    assert (untouched["content"], untouched["updated_at"]) == ("other", "2030-01-02T03:04:05.600000Z")

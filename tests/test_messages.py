@@ -9,9 +9,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import webtest
-from conftest import PASSWORD, assert_problem, bearer, obtain_tokens, register
+from conftest import PASSWORD, assert_problem, bearer, obtain_tokens, register, set_next_user_id
 
-from msgapi.store import messages, schema
+from msgapi.store import MAX_ID, messages, schema
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 MESSAGE_KEYS = {"id", "content", "views", "created_at", "updated_at", "author"}
@@ -1033,3 +1033,24 @@ def test_message_lifecycle(app, auth):
     app.delete(path, headers=auth, status=204)
     app.get(path, status=404)
     assert app.get("/api/messages").json == []
+
+
+# --- the token's user, checked inside the INSERT ----------------------------------------------------
+
+
+def test_a_user_with_the_last_id_and_the_last_token_version_still_creates(app, database_url):
+    """Ids and token versions are 32-bit columns: 2**31 - 1 of each is a user like any other."""
+    last = MAX_ID
+    set_next_user_id(database_url, last)
+    assert register(app, "last")["id"] == last
+    schema.User.update(token_version=last).where(schema.User.id == last).execute()
+    access = obtain_tokens(app, "last")["access"]
+    created = app.post_json("/api/messages", {"content": "from the end"}, headers=bearer(access))
+    assert created.status_int == 201 and created.json["author"] == "last"
+
+
+def test_a_deactivated_users_token_creates_nothing(app, auth):
+    schema.User.update(is_active=False).where(schema.User.username == "alice").execute()
+    resp = app.post_json("/api/messages", {"content": "ghost"}, headers=auth, expect_errors=True)
+    assert_problem(resp, 401)
+    assert schema.Message.select().count() == 0
