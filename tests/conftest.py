@@ -429,3 +429,21 @@ def set_next_user_id(database_url: str, next_id: int) -> None:
 
     with contextlib.closing(psycopg2.connect(database_url)) as conn, conn, conn.cursor() as cursor:
         cursor.execute("SELECT setval(pg_get_serial_sequence('users', 'id'), %s)", (next_id - 1,))
+
+
+def run_msgapi(*args: str, env: dict[str, str], cwd, stdin: str = "", prefix: tuple[str, ...] = ()):
+    """``python run.py ARGS`` to completion, with this test run's interpreter: its output as text."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.run(
+        [*prefix, sys.executable, str(root / "run.py"), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=120,
+    )

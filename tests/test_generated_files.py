@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD, TEST_HASH_ITERATIONS
+from conftest import PASSWORD, TEST_HASH_ITERATIONS, run_msgapi
 
 from msgapi.keyfile import load_or_create_secret_key
 
@@ -44,15 +44,7 @@ def environment(folder: Path) -> dict[str, str]:
 
 
 def run(*args: str, folder: Path, stdin: str = "", prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*prefix, sys.executable, str(ROOT / "run.py"), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=environment(folder),
-        cwd=folder,
-        timeout=120,
-    )
+    return run_msgapi(*args, env=environment(folder), cwd=folder, stdin=stdin, prefix=prefix)
 
 
 def start(folder: Path) -> subprocess.Popen:

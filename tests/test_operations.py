@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import psycopg2
 import pytest
 import webtest
-from conftest import TEST_HASH_ITERATIONS, TEST_SECRET_KEY, _with_database
+from conftest import TEST_HASH_ITERATIONS, TEST_SECRET_KEY, _with_database, run_msgapi
 
 from msgapi.app import create_app
 from msgapi.store.connection import database
@@ -53,15 +52,7 @@ MESSAGES = [
 
 
 def _run(*args: str, env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-    )
+    return run_msgapi(*args, env=env, cwd=ROOT, stdin=stdin)
 
 
 @pytest.fixture

@@ -12,13 +12,12 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from conftest import TEST_SECRET_KEY
+from conftest import TEST_SECRET_KEY, run_msgapi
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = (
@@ -36,14 +35,7 @@ SETTINGS = (
 def run(*args: str, cwd: Path, **settings: str) -> subprocess.CompletedProcess:
     env = {name: value for name, value in os.environ.items() if name not in SETTINGS}
     env.update({"SECRET_KEY": TEST_SECRET_KEY, **settings})
-    return subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=120,
-    )
+    return run_msgapi(*args, env=env, cwd=cwd)
 
 
 def one_line_error(result: subprocess.CompletedProcess, exit_code: int) -> str:
