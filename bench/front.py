@@ -13,6 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from bench.server_process import stop_process
+
 
 def nginx_path() -> str | None:
     return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
@@ -79,10 +81,4 @@ http {{
         raise RuntimeError("nginx did not start listening")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout=10)
