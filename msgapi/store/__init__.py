@@ -57,9 +57,6 @@ class Store:
     revocations = revocations
     importing = importing
 
-    def __init__(self, dialect_name: str) -> None:
-        self.dialect_name = dialect_name  # "sqlite" or "postgresql", for logs and the operator
-
     def release(self) -> None:
         """At the end of a request: give its pooled connection back (SQLite keeps its own)."""
         release()
@@ -96,10 +93,9 @@ def open_store(config: Config) -> Store:
     Raises ``peewee.OperationalError`` or ``InterfaceError`` when the database cannot be
     opened (``describe_open_failure`` words it for an operator).
     """
-    opened = open_database(config)
-    database.initialize(opened)
+    database.initialize(open_database(config))
     try:
         create_tables()
     finally:
         database.close()
-    return Store(opened.dialect.name)
+    return Store()

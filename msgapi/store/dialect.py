@@ -63,10 +63,13 @@ class SqliteDialect:
     def after_explicit_ids(self, database: peewee.Database, tables: tuple[str, ...]) -> None:
         pass  # AUTOINCREMENT's counter follows the highest id inserted, explicit or not
 
-    def schema_lock(self) -> str:
+    @contextlib.contextmanager
+    def schema_transaction(self, database: peewee.Database) -> Iterator[None]:
+        """The transaction that creates the schema, one process at a time."""
         # The write lock before the schema is read: a deferred transaction that reads, then
         # writes after another process committed, fails at once with "database is locked".
-        return "IMMEDIATE"
+        with database.atomic("IMMEDIATE"):
+            yield
 
     @contextlib.contextmanager
     def time_limit(self, database: peewee.Database, milliseconds: int) -> Iterator[Callable[..., Any]]:
@@ -123,8 +126,13 @@ class PostgresDialect:
                 f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), GREATEST((SELECT MAX(id) FROM {table}), 1))"
             )
 
-    def schema_lock(self) -> None:
-        return None
+    @contextlib.contextmanager
+    def schema_transaction(self, database: peewee.Database) -> Iterator[None]:
+        """The transaction that creates the schema, one process at a time."""
+        with database.atomic():
+            # CREATE TABLE IF NOT EXISTS still races in PostgreSQL's catalog; serialise it.
+            database.execute_sql("SELECT pg_advisory_xact_lock(7466734)")
+            yield
 
     @contextlib.contextmanager
     def time_limit(self, database: peewee.Database, milliseconds: int) -> Iterator[Callable[..., Any]]:

@@ -23,11 +23,7 @@ def create_tables() -> None:
     sqlite = dialect().name == "sqlite"
     if sqlite:
         _rebuild_tables_that_reuse_ids()
-    lock = dialect().schema_lock()
-    with write_lock(), (database.atomic(lock) if lock else database.atomic()):
-        if not sqlite:
-            # CREATE TABLE IF NOT EXISTS still races in PostgreSQL's catalog; serialise it.
-            database.execute_sql("SELECT pg_advisory_xact_lock(7466734)")
+    with write_lock(), dialect().schema_transaction(database):
         database.create_tables(ALL_MODELS, safe=True)
         # The author index before (author_id, updated_at, id) took its place, in older databases.
         database.execute_sql("DROP INDEX IF EXISTS messages_author_id")
