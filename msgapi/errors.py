@@ -105,17 +105,13 @@ def _database_unavailable(store: Store) -> Any:
         first_line = (str(exc).strip().splitlines() or [""])[0]
         log.error("database unavailable: %s: %s", type(exc).__name__, first_line)
         store.discard_broken()
-        raise _unavailable()
+        raise falcon.HTTPServiceUnavailable(
+            title="Service unavailable",
+            description="The database is busy or unreachable; retry shortly.",
+            retry_after=RETRY_AFTER_SECONDS,
+        )
 
     return handle
-
-
-def _unavailable() -> falcon.HTTPServiceUnavailable:
-    return falcon.HTTPServiceUnavailable(
-        title="Service unavailable",
-        description="The database is busy or unreachable; retry shortly.",
-        retry_after=RETRY_AFTER_SECONDS,
-    )
 
 
 def _time_limit_exceeded(req: falcon.Request, resp: falcon.Response, exc: TimeLimitExceeded, params: dict) -> None:
