@@ -280,3 +280,68 @@ def test_a_conditional_write_touches_only_its_message_when_another_shares_its_ti
     assert write(app, method, url_of(target), {**auth, "If-Match": etag}).status_int in (200, 204)
     untouched = app.get(url_of(other)).json
     assert (untouched["content"], untouched["updated_at"]) == ("other", "2030-01-02T03:04:05.600000Z")
+
+
+# --- The order of checks, pair by pair ----------------------------------------------------------
+#
+# Each fault below makes one check fail. A request with two faults must be refused by the earlier
+# check; the same request without the earlier fault, by the later one. So every pair is pinned
+# down, with and without REQUIRE_PRECONDITIONS (where a missing If-Match is the fourth fault).
+
+CHECK_ORDER = ("no token", "unknown id", "not the author", "precondition", "bad body", "not JSON")
+FAULT_STATUS = {"no token": 401, "unknown id": 404, "not the author": 403, "bad body": 400, "not JSON": 415}
+
+
+def _faulty_write(app, method: str, url: str, faults: set[str], users: dict, etag: str, required: bool):
+    headers = {} if "no token" in faults else dict(users["bob" if "not the author" in faults else "alice"])
+    if "precondition" in faults:
+        if not required:  # with REQUIRE_PRECONDITIONS, the fault is having no If-Match at all
+            headers["If-Match"] = '"1"'
+    else:
+        headers["If-Match"] = etag
+    target = "/api/messages/999999" if "unknown id" in faults else url
+    if method == "DELETE":
+        return app.delete(target, headers=headers, expect_errors=True)
+    if "not JSON" in faults:
+        return app.request(
+            target, method=method, body=b"x", content_type="text/plain", headers=headers, expect_errors=True
+        )
+    content = "" if "bad body" in faults else "would change it"
+    return app.request(
+        target,
+        method=method,
+        body=f'{{"content": "{content}"}}'.encode(),
+        content_type="application/json",
+        headers=headers,
+        expect_errors=True,
+    )
+
+
+@pytest.mark.parametrize("required", [False, True], ids=["if-match-optional", "if-match-required"])
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
+def test_every_pair_of_checks_answers_the_earlier_one(make_app, method, required):
+    app = make_app(require_preconditions=required)
+    users = {}
+    for name in ("alice", "bob"):
+        register(app, name)
+        users[name] = bearer(obtain_tokens(app, name)["access"])
+    created = app.post_json("/api/messages", {"content": "hello"}, headers=users["alice"])
+    url, etag = url_of(created.json), created.headers["ETag"]
+    status = {**FAULT_STATUS, "precondition": 428 if required else 412}
+    checks = [c for c in CHECK_ORDER if method != "DELETE" or c not in ("bad body", "not JSON")]
+    pairs = [
+        (earlier, later)
+        for index, earlier in enumerate(checks)
+        for later in checks[index + 1 :]
+        # Without a token there is no user to be refused, and a body has only one fault at a time.
+        if (earlier, later) not in (("no token", "not the author"), ("bad body", "not JSON"))
+    ]
+    for earlier, later in pairs:
+        both = _faulty_write(app, method, url, {earlier, later}, users, etag, required)
+        assert both.status_int == status[earlier], (earlier, later, both.text)
+        assert_problem(both, status[earlier])
+        alone = _faulty_write(app, method, url, {later}, users, etag, required)
+        assert alone.status_int == status[later], (later, alone.text)
+        assert_problem(alone, status[later])
+    resp = app.get(url)
+    assert (resp.json["content"], resp.headers["ETag"]) == ("hello", etag)
