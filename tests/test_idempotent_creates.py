@@ -64,6 +64,26 @@ def test_the_same_key_with_a_different_body_is_422(app, auth):
     assert form.status_int == 201 and message_count() == 1
 
 
+def test_same_content_is_the_same_request_however_the_body_spells_it(app, auth):
+    """What the spec calls the same content: ``content`` once trimmed, as JSON or as a form; other members ignored."""
+    first = post(app, auth, "k", "héllo")
+    headers = {**auth, "Idempotency-Key": "k"}
+    spellings = [
+        app.post("/api/messages", '{"content": "h\\u00e9llo"}', headers=headers, content_type="application/json"),
+        app.post_json("/api/messages", {"views": 7, "content": "\théllo \n", "author": "bob"}, headers=headers),
+        app.post("/api/messages", {"content": "héllo", "other": "ignored"}, headers=headers),
+    ]
+    for again in spellings:
+        assert the_answer(again) == the_answer(first)
+    assert message_count() == 1
+    # Without a key, such a body creates the same message: the key compares what a create uses.
+    plain = app.post_json("/api/messages", {"views": 7, "content": " héllo ", "author": "bob"}, headers=auth)
+    assert (plain.json["content"], plain.json["views"], plain.json["author"]) == ("héllo", 0, "alice")
+    # Case and inner spacing are content, so they differ.
+    for other in ("Héllo", "hé llo"):
+        assert_problem(post(app, auth, "k", other), 422)
+
+
 def test_keys_are_per_user(app, auth):
     register(app, "bob")
     bob = bearer(obtain_tokens(app, "bob")["access"])
