@@ -229,6 +229,17 @@ def test_parameter_and_header_examples_are_valid():
     assert checked > 100
 
 
+def test_the_if_match_example_sent_as_it_is_lets_each_write_through(app, auth, create_message):
+    # Postman's import (openapi-to-postmanv2 -O parametersResolution=Example) sends every optional
+    # header with its example: a static ETag there would turn each converted write into a 412.
+    example = SPEC["components"]["parameters"]["IfMatch"]["example"]
+    url = f"{MESSAGES}/{create_message()['id']}"
+    headers = {**auth, "If-Match": example}
+    assert app.put_json(url, {"content": "replaced"}, headers=headers).status_int == 200
+    assert app.patch_json(url, {"content": "changed"}, headers=headers).status_int == 200
+    assert app.delete(url, headers=headers).status_int == 204
+
+
 def schema_examples(node: Any, where: str) -> list[tuple[str, Any, dict[str, Any]]]:
     """Every (place, example, schema) in a schema and the schemas nested in it."""
     found = [(where, node["example"], node)] if "example" in node else []
@@ -258,6 +269,37 @@ def every_schema(node: Any, where: str = "#") -> list[tuple[str, dict[str, Any]]
         elif key != "example":
             found += every_schema(value, f"{where}.{key}")
     return found
+
+
+def enums(node: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every schema holding an ``enum`` in ``node`` and the schemas nested in it."""
+    found = [(where, node)] if "enum" in node else []
+    nested = [(f"{where}.properties.{name}", value) for name, value in node.get("properties", {}).items()]
+    for key in ("allOf", "anyOf", "oneOf"):
+        nested += [(f"{where}.{key}[{i}]", value) for i, value in enumerate(node.get(key, []))]
+    if isinstance(node.get("items"), dict):
+        nested.append((f"{where}.items", node["items"]))
+    return found + [hit for place, value in nested for hit in enums(value, place)]
+
+
+def test_enums_offer_no_empty_value_and_generated_clients_name_every_member():
+    # openapi-python-client names a member after its value only when the value starts with a
+    # letter, otherwise VALUE_<position> (`-id` was ListMessagesOrdering.VALUE_7); headers are
+    # not turned into types.
+    checked = 0
+    for where, schema in every_schema(SPEC):
+        if ".headers." in where:
+            continue
+        for place, node in enums(resolve(schema), where):
+            values = node["enum"]
+            assert "" not in values, f"{place}: an empty value is offered"
+            if all(isinstance(value, str) and value[:1].isalpha() for value in values):
+                continue
+            names = node.get("x-enum-varnames", [])
+            assert len(names) == len(set(names)) == len(values), f"{place}: x-enum-varnames must name each value"
+            assert all(name.isidentifier() and name.isupper() for name in names), place
+            checked += 1
+    assert checked >= 1
 
 
 def test_every_schema_example_is_valid_against_its_schema():

@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import uuid
 from http import HTTPStatus
+from urllib.parse import parse_qsl, urlsplit
 
 from msgapi_client import AuthenticatedClient, Client
 from msgapi_client.api.auth import obtain_token_pair, register_user
@@ -31,6 +33,34 @@ from msgapi_client.models import (
     UpdateMessageDataBody,
     User,
 )
+from msgapi_client.types import UNSET
+
+NEXT_LINK = re.compile(r'^<([^>]+)>; rel="next"$')
+
+
+def list_pages(client: Client, query: dict[str, str], follow: str) -> list[list[int]]:
+    """The message ids of every page from ``query`` on, each next page found through the ``follow`` header."""
+    pages = []
+    while True:
+        page = list_messages.sync_detailed(
+            client=client,
+            author=query["author"],
+            ordering=MessageOrdering(query["ordering"]),
+            limit=int(query["limit"]),
+            cursor=query.get("cursor", UNSET),
+        )
+        assert page.status_code == HTTPStatus.OK and isinstance(page.parsed, list), page
+        pages.append([item.id for item in page.parsed])
+        link, cursor = page.headers.get("Link"), page.headers.get("X-Next-Cursor")
+        assert (link is None) == (cursor is None), (link, cursor)
+        if link is None:
+            return pages
+        next_url = NEXT_LINK.match(link)
+        assert next_url, link
+        next_query = dict(parse_qsl(urlsplit(next_url[1]).query, keep_blank_values=True))
+        # Link's URL is this query with the cursor X-Next-Cursor holds.
+        assert next_query == {**query, "cursor": cursor}, (next_query, query, cursor)
+        query = next_query if follow == "Link" else {**query, "cursor": cursor}
 
 
 def main(base_url: str) -> None:
@@ -62,31 +92,22 @@ def main(base_url: str) -> None:
     patched = update_message.sync(message.id, client=me, body=UpdateMessageDataBody(content="patched by form"))
     assert isinstance(patched, Message) and (patched.content, patched.views) == ("patched by form", 0), patched
 
-    # Page through this user's messages two at a time, following X-Next-Cursor (Link holds the same cursor).
+    # Page through this user's messages two at a time, once following Link (its URL's query, sent
+    # through the typed call) and once following X-Next-Cursor: both must visit the same pages.
     for n in range(4):
         create_message.sync(client=me, body=MessageRequest(content=f"page item {n}"))
-    seen: list[int] = []
-    cursor: str | None = ""
-    pages = 0
-    while cursor is not None:
-        page = list_messages.sync_detailed(
-            client=public, author=username, ordering=MessageOrdering.ID, limit=2, cursor=cursor
-        )
-        assert page.status_code == HTTPStatus.OK and isinstance(page.parsed, list), page
-        seen += [item.id for item in page.parsed]
-        cursor = page.headers.get("X-Next-Cursor")
-        link = page.headers.get("Link")
-        assert (cursor is None) == (link is None), (cursor, link)
-        assert cursor is None or f"cursor={cursor}>" in link, (cursor, link)
-        pages += 1
-    assert pages == 3 and len(seen) == 5 and seen == sorted(seen) and seen[0] == message.id, (pages, seen)
+    first = {"author": username, "ordering": "id", "limit": "2"}
+    by_link, by_cursor = list_pages(public, first, follow="Link"), list_pages(public, first, follow="X-Next-Cursor")
+    assert by_link == by_cursor, (by_link, by_cursor)
+    seen = [item for page in by_link for item in page]
+    assert len(by_link) == 3 and len(seen) == 5 and seen == sorted(seen) and seen[0] == message.id, by_link
 
     # Delete, then read it: a 404 parsed as a typed problem.
     assert delete_message.sync_detailed(message.id, client=me).status_code == HTTPStatus.NO_CONTENT
     missing = get_message.sync_detailed(message.id, client=public)
     assert missing.status_code == HTTPStatus.NOT_FOUND and isinstance(missing.parsed, Problem), missing
     assert missing.parsed.status == 404 and missing.headers["Content-Type"] == "application/problem+json"
-    print(f"Python client walk-through: ok ({pages} pages, 404 is a {type(missing.parsed).__name__})")
+    print(f"Python client walk-through: ok ({len(by_link)} pages, 404 is a {type(missing.parsed).__name__})")
 
 
 if __name__ == "__main__":
