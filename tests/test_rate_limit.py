@@ -427,6 +427,22 @@ def test_refused_logins_write_no_rows(limited_app):
     assert limiter_counts() == counts
 
 
+def test_a_refused_login_counts_nowhere_even_for_a_moment(limited_app, monkeypatch):
+    # A count taken back afterwards would still stand while the request runs: an address
+    # hammering an account would keep filling the account's budget, and its owner could be
+    # refused by counts that are about to vanish. Every budget is read before any is counted.
+    app = limited_app()
+    for n in range(LIMIT):
+        login(app, "alice", f"wrong{n}", peer="198.51.100.7")
+    counted = []
+    count_hit = limits.count_hit
+    monkeypatch.setattr(limits, "count_hit", lambda bucket, window: counted.append(bucket) or count_hit(bucket, window))
+    for n in range(10):
+        assert_429(login(app, "alice", f"wrong{n}", peer="198.51.100.7"))
+        assert_429(login(app, f"new-name-{n}", peer="198.51.100.7"))
+    assert counted == []
+
+
 def test_refused_registrations_write_no_rows(limited_app):
     app = limited_app()
     for n in range(LIMIT):

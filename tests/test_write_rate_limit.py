@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import webtest
 from conftest import (
+    PASSWORD,
     TEST_HASH_ITERATIONS,
     TEST_SECRET_KEY,
     WireClient,
@@ -81,6 +82,25 @@ def test_refused_update_changes_nothing(limited):
     assert_429(app.put_json(f"/api/messages/{message_id}", {"content": "x"}, headers=alice, expect_errors=True))
     assert_429(app.delete(f"/api/messages/{message_id}", headers=alice, expect_errors=True))
     assert app.get(f"/api/messages/{message_id}").json["content"] == "original"
+
+
+def test_a_revoked_token_spends_nothing_of_its_owners_budget(limited):
+    app, _ = limited
+    register(app, "carol")
+    stolen = bearer(obtain_tokens(app, "carol")["access"])
+    # The owner changes the password: the thief's copy of the old token is revoked.
+    changed = app.post_json(
+        "/api/auth/password/",
+        {"current_password": PASSWORD, "new_password": "a brand new secret"},
+        headers=stolen,
+    ).json
+    for _ in range(2 * LIMIT):
+        assert_problem(create(app, stolen, "thief"), 401)
+        assert_problem(app.post_json("/api/messages", {}, headers=stolen, expect_errors=True), 401)
+    owner = bearer(changed["access"])
+    for n in range(LIMIT):
+        assert create(app, owner, f"m{n}").status_int == 201
+    assert_429(create(app, owner))
 
 
 def test_reads_are_not_limited(limited):

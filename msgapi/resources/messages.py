@@ -113,6 +113,10 @@ class MessageCollection:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         claims = req.context.claims
+        if self._write_limiter.enabled and self._store.users.for_token(claims) is None:
+            # Only a token still accepted spends its user's budget: a revoked one (kept by a
+            # thief after the owner changed the password) must not lock the owner's writes out.
+            raise token_user_refused()
         count_write(self._write_limiter, claims["user_id"])
         try:
             key = read_idempotency_key(req)
