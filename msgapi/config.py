@@ -184,17 +184,37 @@ def sqlite_path(database_url: str) -> Path:
     return Path(unquote(urlsplit(database_url).path[1:]))
 
 
-def _validate_database_url(url: str) -> str:
+def database_url_problem(url: str, setting: str) -> str | None:
+    """What is wrong with a ``sqlite:///`` or ``postgresql://`` URL, in one line; None if nothing.
+
+    Never quotes the URL's parts: a password with an unescaped ``/`` or ``@`` ends up in
+    what would be read as the host or the port.
+    """
     scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in ("sqlite", "postgres", "postgresql"):
+        return f"{setting} must start with sqlite:/// or postgresql://, got scheme {scheme!r}"
+    escape_hint = "percent-encode '@', ':', '/', '[' and ']' in the user name and password"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return f"{setting} has an unmatched '[' or ']' in its host; {escape_hint}"
+    try:
+        _ = parts.port  # reading it checks it
+    except ValueError:
+        return f"{setting} has a port that is not a number from 0 to 65535; {escape_hint}"
     if scheme == "sqlite":
-        if not urlsplit(url).path[1:] or url.endswith(":memory:"):
-            raise ConfigError("DATABASE_URL: a SQLite URL must name a file, e.g. sqlite:///msgapi.sqlite3")
-        return url
-    if scheme in ("postgres", "postgresql"):
-        if not urlsplit(url).path[1:]:
-            raise ConfigError("DATABASE_URL: a PostgreSQL URL must name a database")
-        return url
-    raise ConfigError(f"DATABASE_URL must start with sqlite:/// or postgresql://, got scheme {scheme!r}")
+        if not parts.path[1:] or url.endswith(":memory:"):
+            return f"{setting}: a SQLite URL must name a file, e.g. sqlite:///msgapi.sqlite3"
+    elif not parts.path[1:]:
+        return f"{setting}: a PostgreSQL URL must name a database, e.g. postgresql://user:password@host:5432/db"
+    return None
+
+
+def _validate_database_url(url: str) -> str:
+    problem = database_url_problem(url, "DATABASE_URL")
+    if problem:
+        raise ConfigError(problem)
+    return url
 
 
 def _check_sqlite_location(url: str) -> None:
