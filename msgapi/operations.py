@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import peewee
-from playhouse.db_url import connect as connect_url
 
 from . import passwords, rules
 from .config import database_url_problem, sqlite_path
-from .store import Store, User, describe_open_failure
+from .store import Store, User, describe_open_failure, postgresql_parameters
 from .store.importing import ImportReport
 
 
@@ -52,7 +51,8 @@ def open_source(source_url: str) -> peewee.Database:
             raise OperationError(f"no SQLite database at {path}; check the source URL")
         source = peewee.SqliteDatabase(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     else:
-        source = connect_url(source_url, connect_timeout=5)
+        params = postgresql_parameters(source_url)
+        source = peewee.PostgresqlDatabase(params.pop("database"), **{"connect_timeout": 5, **params})
     try:
         source.connect()
     except (peewee.OperationalError, peewee.InterfaceError) as exc:
