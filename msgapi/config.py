@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .keyfile import MIN_SECRET_KEY_LENGTH, KeyFileError, load_or_create_secret_key, shared_with_others
 from .proxies import Network, parse_networks
@@ -236,6 +236,27 @@ def database_url_problem(url: str, setting: str) -> str | None:
             return f"{setting}: a SQLite URL must name a file, e.g. sqlite:///msgapi.sqlite3"
     elif not parts.path[1:]:
         return f"{setting}: a PostgreSQL URL must name a database, e.g. postgresql://user:password@host:5432/db"
+    else:
+        unknown = _unknown_postgresql_option(parts.query)
+        if unknown is not None:
+            return f"{setting}: {unknown!r} is not a PostgreSQL connection option (see libpq's parameter keywords)"
+    return None
+
+
+def _unknown_postgresql_option(query: str) -> str | None:
+    """The first option in a ``postgresql://`` URL's query that libpq does not know, if any.
+
+    The options go to libpq as connection parameters; one it does not know (or one of the
+    pool's own, which msgapi sets) would stop the start with a traceback.
+    """
+    from psycopg2 import ProgrammingError
+    from psycopg2.extensions import make_dsn, parse_dsn
+
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        try:
+            parse_dsn(make_dsn(**{name: value}))
+        except ProgrammingError:
+            return name
     return None
 
 

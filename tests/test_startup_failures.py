@@ -164,6 +164,8 @@ MALFORMED_URLS = {
     "a port above 65535": "postgresql://msgapi:Pa55-w0rd-xyz@127.0.0.1:99999/msgapi",
     "an unmatched bracket": "postgresql://msgapi:Pa55[w0rd-xyz@127.0.0.1:5432/msgapi",
     "no database name": "postgresql://msgapi:Pa55-w0rd-xyz@127.0.0.1:5432/",
+    "an option libpq does not know": "postgresql://msgapi:Pa55-w0rd-xyz@127.0.0.1:5432/msgapi?colour=blue",
+    "an option of the pool's": "postgresql://msgapi:Pa55-w0rd-xyz@127.0.0.1:5432/msgapi?max_connections=3",
 }
 
 
