@@ -51,7 +51,7 @@ def create_app(config: Config | None = None, store: Store | None = None) -> falc
 
     Opens the store from the config (creating missing tables) unless one is given.
     """
-    config = config or from_env()
+    config = (config or from_env()).with_secret_key()
     config.log_startup_warnings()
     store = store or open_store(config)
 

@@ -84,7 +84,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load_config(threads: int | None = None) -> Config:
-    config = from_env()
+    # The generated key is made once the start can no longer fail on a setting, the port or
+    # the import source (``with_secret_key``): a failed start leaves no key file behind.
+    config = from_env(generate_key=False)
     if threads is not None:
         if threads < 1:
             raise ConfigError("--threads must be a positive integer")
@@ -108,10 +110,11 @@ def _run_task(args: argparse.Namespace, config: Config) -> int:
     from . import operations
     from .store import open_store
 
+    # A source that cannot be read stops the import before our own files are touched.
+    source = operations.open_source(args.source_url) if args.command == "import-django" else None
+    config = config.with_secret_key()
     # The generated-key notice belongs to serve; a command shows it only when it made the key.
     config.log_startup_warnings(key_notice=config.key_generated)
-    # A source that cannot be read stops the import before our own database is touched.
-    source = operations.open_source(args.source_url) if args.command == "import-django" else None
     try:
         store = open_store(config)
     except (peewee.OperationalError, peewee.InterfaceError) as exc:

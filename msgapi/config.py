@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .keyfile import MIN_SECRET_KEY_LENGTH, KeyFileError, load_or_create_secret_key, shared_with_others
 from .proxies import Network, parse_networks
@@ -101,6 +101,35 @@ class Config:
     # The one of them saying that the generated key is in use, and whether this process made it.
     key_notice: str = dataclasses.field(default="", compare=False)
     key_generated: bool = dataclasses.field(default=False, compare=False)
+    # Without SECRET_KEY on SQLite: the file the key is read from, or made in by ``with_secret_key``.
+    key_file: Path | None = dataclasses.field(default=None, compare=False)
+
+    def with_secret_key(self) -> Config:
+        """This configuration with the generated key read from ``key_file``, or made there on a first start.
+
+        ``from_env(generate_key=False)`` leaves this to the caller, to do once nothing
+        else can stop the start: a start that fails before it leaves no key file behind.
+        """
+        if self.secret_key or self.key_file is None:
+            return self
+        try:
+            secret_key, generated = load_or_create_secret_key(self.key_file)
+        except KeyFileError as exc:
+            raise ConfigError(str(exc)) from None
+        notice = (
+            f"SECRET_KEY is not set: using the generated key in {self.key_file}; "
+            "set SECRET_KEY to share it between processes"
+        )
+        warnings = [notice]
+        if shared_with_others(self.key_file):
+            warnings.append(f"{self.key_file} is readable by other users; restrict it with: chmod 600 {self.key_file}")
+        return dataclasses.replace(
+            self,
+            secret_key=secret_key,
+            key_notice=notice,
+            key_generated=generated,
+            startup_warnings=(*warnings, *self.startup_warnings),
+        )
 
     def log_startup_warnings(self, key_notice: bool = True) -> None:
         """Log the warnings; ``key_notice`` False leaves out the generated-key notice
@@ -184,17 +213,58 @@ def sqlite_path(database_url: str) -> Path:
     return Path(unquote(urlsplit(database_url).path[1:]))
 
 
-def _validate_database_url(url: str) -> str:
+def database_url_problem(url: str, setting: str) -> str | None:
+    """What is wrong with a ``sqlite:///`` or ``postgresql://`` URL, in one line; None if nothing.
+
+    Never quotes the URL's parts: a password with an unescaped ``/`` or ``@`` ends up in
+    what would be read as the host or the port.
+    """
     scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in ("sqlite", "postgres", "postgresql"):
+        return f"{setting} must start with sqlite:/// or postgresql://, got scheme {scheme!r}"
+    escape_hint = "percent-encode '@', ':', '/', '[' and ']' in the user name and password"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return f"{setting} has an unmatched '[' or ']' in its host; {escape_hint}"
+    try:
+        _ = parts.port  # reading it checks it
+    except ValueError:
+        return f"{setting} has a port that is not a number from 0 to 65535; {escape_hint}"
     if scheme == "sqlite":
-        if not urlsplit(url).path[1:] or url.endswith(":memory:"):
-            raise ConfigError("DATABASE_URL: a SQLite URL must name a file, e.g. sqlite:///msgapi.sqlite3")
-        return url
-    if scheme in ("postgres", "postgresql"):
-        if not urlsplit(url).path[1:]:
-            raise ConfigError("DATABASE_URL: a PostgreSQL URL must name a database")
-        return url
-    raise ConfigError(f"DATABASE_URL must start with sqlite:/// or postgresql://, got scheme {scheme!r}")
+        if not parts.path[1:] or url.endswith(":memory:"):
+            return f"{setting}: a SQLite URL must name a file, e.g. sqlite:///msgapi.sqlite3"
+    elif not parts.path[1:]:
+        return f"{setting}: a PostgreSQL URL must name a database, e.g. postgresql://user:password@host:5432/db"
+    else:
+        unknown = _unknown_postgresql_option(parts.query)
+        if unknown is not None:
+            return f"{setting}: {unknown!r} is not a PostgreSQL connection option (see libpq's parameter keywords)"
+    return None
+
+
+def _unknown_postgresql_option(query: str) -> str | None:
+    """The first option in a ``postgresql://`` URL's query that libpq does not know, if any.
+
+    The options go to libpq as connection parameters; one it does not know (or one of the
+    pool's own, which msgapi sets) would stop the start with a traceback.
+    """
+    from psycopg2 import ProgrammingError
+    from psycopg2.extensions import make_dsn, parse_dsn
+
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        try:
+            parse_dsn(make_dsn(**{name: value}))
+        except ProgrammingError:
+            return name
+    return None
+
+
+def _validate_database_url(url: str) -> str:
+    problem = database_url_problem(url, "DATABASE_URL")
+    if problem:
+        raise ConfigError(problem)
+    return url
 
 
 def _check_sqlite_location(url: str) -> None:
@@ -211,8 +281,12 @@ def _check_sqlite_location(url: str) -> None:
         raise ConfigError(f"DATABASE_URL: {path} is not readable and writable by this user")
 
 
-def from_env(environ: Mapping[str, str] | None = None) -> Config:
-    """Build a ``Config`` from environment variables (``os.environ`` by default)."""
+def from_env(environ: Mapping[str, str] | None = None, *, generate_key: bool = True) -> Config:
+    """Build a ``Config`` from environment variables (``os.environ`` by default).
+
+    Without SECRET_KEY on SQLite, the generated key is read or made at the end; with
+    ``generate_key`` False, not at all: the caller calls ``with_secret_key`` later.
+    """
     environ = os.environ if environ is None else environ
     # Logged by whoever starts the app, once logging is set up as LOG_FORMAT says.
     warnings: list[str] = []
@@ -222,24 +296,12 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         _check_sqlite_location(database_url)
 
     secret_key = environ.get("SECRET_KEY", "")
-    key_notice = ""
-    key_generated = False
+    key_file = None
     if not secret_key:
         if not is_sqlite:
             raise ConfigError("SECRET_KEY is required with PostgreSQL: every process must sign with the same key")
         db_file = sqlite_path(database_url)
         key_file = db_file.with_name(db_file.name + ".secret_key")
-        try:
-            secret_key, key_generated = load_or_create_secret_key(key_file)
-        except KeyFileError as exc:
-            raise ConfigError(str(exc)) from None
-        key_notice = (
-            f"SECRET_KEY is not set: using the generated key in {key_file}; "
-            "set SECRET_KEY to share it between processes"
-        )
-        warnings.append(key_notice)
-        if shared_with_others(key_file):
-            warnings.append(f"{key_file} is readable by other users; restrict it with: chmod 600 {key_file}")
     if is_sqlite:
         db_file = sqlite_path(database_url)
         for path in (db_file, *(db_file.with_name(db_file.name + suffix) for suffix in ("-wal", "-shm"))):
@@ -247,7 +309,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
                 warnings.append(
                     f"{path} holds password hashes and is readable by other users; restrict it with: chmod 600 {path}"
                 )
-    if len(secret_key) < MIN_SECRET_KEY_LENGTH:
+    if secret_key and len(secret_key) < MIN_SECRET_KEY_LENGTH:
         raise ConfigError(f"SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters long, got {len(secret_key)}")
 
     iterations = _positive_int(environ, "PASSWORD_HASH_ITERATIONS", DEFAULT_HASH_ITERATIONS)
@@ -280,7 +342,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
     if list_page_size > 1000:
         raise ConfigError(f"LIST_PAGE_SIZE must be from 1 to 1000, got {list_page_size}")
 
-    return Config(
+    config = Config(
         database_url=database_url,
         secret_key=secret_key,
         access_token_lifetime=_positive_int(environ, "ACCESS_TOKEN_LIFETIME", 2 * 3600),
@@ -305,6 +367,6 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         require_preconditions=_boolean(environ, "REQUIRE_PRECONDITIONS", False),
         idempotency_key_ttl=_positive_int(environ, "IDEMPOTENCY_KEY_TTL", 24 * 3600),
         startup_warnings=tuple(warnings),
-        key_notice=key_notice,
-        key_generated=key_generated,
+        key_file=key_file,
     )
+    return config.with_secret_key() if generate_key else config

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import peewee
-from playhouse.db_url import connect as connect_url
 
 from . import passwords, rules
-from .config import sqlite_path
-from .store import Store, User, describe_open_failure
+from .config import database_url_problem, sqlite_path
+from .store import Store, User, describe_open_failure, postgresql_parameters
 from .store.importing import ImportReport
 
 
@@ -43,16 +42,17 @@ def _columns(source: peewee.Database, table: str) -> set[str]:
 
 def open_source(source_url: str) -> peewee.Database:
     """The old database, connected; a SQLite source is opened read-only and never created."""
-    scheme = source_url.split("://", 1)[0] if "://" in source_url else ""
-    if scheme == "sqlite":
+    problem = database_url_problem(source_url, "the source URL")
+    if problem:
+        raise OperationError(problem)
+    if source_url.startswith("sqlite"):
         path = sqlite_path(source_url)
         if not path.is_file():
             raise OperationError(f"no SQLite database at {path}; check the source URL")
         source = peewee.SqliteDatabase(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    elif scheme in ("postgres", "postgresql"):
-        source = connect_url(source_url, connect_timeout=5)
     else:
-        raise OperationError(f"the source URL must start with sqlite:/// or postgresql://, got scheme {scheme!r}")
+        params = postgresql_parameters(source_url)
+        source = peewee.PostgresqlDatabase(params.pop("database"), **{"connect_timeout": 5, **params})
     try:
         source.connect()
     except (peewee.OperationalError, peewee.InterfaceError) as exc:

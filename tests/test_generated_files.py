@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import stat
 import subprocess
@@ -212,6 +213,41 @@ def _without_root_file_access() -> tuple[str, ...]:
     if setpriv is None:
         pytest.fail("running as root, this test needs util-linux's setpriv to drop root's file access")
     return (setpriv, "--bounding-set", "-dac_override,-dac_read_search", "--")
+
+
+def failed_start(case: str, folder: Path) -> subprocess.CompletedProcess:
+    env = environment(folder)
+    if case == "a setting out of range":
+        return run_msgapi("--port", "0", env={**env, "PORT": "70000"}, cwd=folder)
+    if case == "a thread count of 0":
+        return run_msgapi("--threads", "0", "--port", "0", env=env, cwd=folder)
+    if case == "the port in use":
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            return run_msgapi("--port", str(taken.getsockname()[1]), env=env, cwd=folder)
+    if case == "an import source of another kind":
+        return run_msgapi("import-django", "mysql://django@127.0.0.1/old", env=env, cwd=folder)
+    assert case == "a missing import source"
+    return run_msgapi("import-django", f"sqlite:///{folder / 'old.sqlite3'}", env=env, cwd=folder)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "a setting out of range",
+        "a thread count of 0",
+        "the port in use",
+        "an import source of another kind",
+        "a missing import source",
+    ],
+)
+def test_a_first_start_that_fails_leaves_no_key_file(tmp_path, case):
+    """The README's first run has no SECRET_KEY: a start that fails must not make the key either."""
+    result = failed_start(case, tmp_path)
+    assert result.returncode in (1, 2) and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 @posix_only

@@ -181,6 +181,27 @@ CASES = {
         status=401,
         old_body=INVALID_OR_EXPIRED,
     ),
+    # Log-out (simplejwt's TokenBlacklistView): the same InvalidToken as refresh.
+    "blacklist without a token": Case(
+        "POST", "/api/auth/token/blacklist/", lambda s: {}, old_body={"refresh": REQUIRED}
+    ),
+    "blacklist a garbage token": Case(
+        "POST",
+        "/api/auth/token/blacklist/",
+        lambda s: {"refresh": "not-a-jwt"},
+        status=401,
+        old_body=INVALID_OR_EXPIRED,
+    ),
+    "blacklist an expired token": Case(
+        "POST",
+        "/api/auth/token/blacklist/",
+        lambda s: {"refresh": s.expired_refresh},
+        status=401,
+        old_body=INVALID_OR_EXPIRED,
+    ),
+    "blacklist an access token": Case(
+        "POST", "/api/auth/token/blacklist/", lambda s: {"refresh": s.access}, status=401, old_body=WRONG_TYPE
+    ),
     # The old service's own 404 body for a message id it does not have.
     "read a missing message": Case("GET", f"/api/messages/{MISSING}", status=404, old_body=MESSAGE_NOT_FOUND),
     "replace a missing message": Case(

@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg2
 import pytest
@@ -130,6 +131,17 @@ def test_import_django_keeps_ids_timestamps_views_and_hashes(django_source, env,
     me = app.get("/api/auth/me", headers={"Authorization": f"Bearer {tokens['access']}"}).json
     assert me["id"] == 7 and me["email"] == "old@example.com"
     assert me["date_joined"] == "2021-03-04T05:06:07.123456Z"
+
+
+@pytest.mark.parametrize("django_source", ["postgresql"], indirect=True)
+def test_import_django_decodes_a_percent_encoded_user_name_and_password(django_source, env, api):
+    """As in DATABASE_URL: a password with '@' or '/' can only be written percent-encoded."""
+    parts = urlsplit(django_source)
+    user = "".join(f"%{ord(letter):02X}" for letter in parts.username)
+    encoded = parts._replace(netloc=f"{user}:s%40me%2Fpass@{parts.netloc.split('@')[-1]}").geturl()
+    result = _run("import-django", encoded, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "users: 2 added" in result.stdout
 
 
 def test_import_django_twice_adds_nothing(django_source, env, api):

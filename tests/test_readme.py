@@ -43,6 +43,13 @@ def _python_on_path(tmp_path: Path) -> str:
     return f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
 
 
+def test_the_set_up_activates_the_virtual_environment_on_linux_and_windows():
+    set_up = README.split("\n## Set up\n", 1)[1].split("\n## ", 1)[0]
+    before_installing = set_up[: set_up.index("pip install")]
+    for activation in ("source .venv/bin/activate", ".venv\\Scripts\\activate"):
+        assert activation in before_installing, activation
+
+
 def test_the_readme_has_curl_examples_for_every_endpoint():
     script = "\n".join(_blocks("sh"))
     for path in (

@@ -26,9 +26,13 @@ def spelling(text: str) -> tuple[frozenset, frozenset]:
     return frozenset(re.findall(r'"(\s*):(\s*)', text)), frozenset(re.findall(r'[^\s,](\s*),(\s*)"', text))
 
 
+# An inline code span holding a JSON object or one member of one: `{"status":"ok"}`, `"code":"…"`.
+INLINE_JSON = re.compile(r'`(\{\s*"[^`]*|"[^"`]*"\s*:[^`]*)`')
+
+
 def readme_examples() -> list[str]:
-    """Every example response: ``# {...}`` comments in shell blocks, and JSON blocks' lines."""
-    examples = []
+    """Every example response: ``# {...}`` comments in shell blocks, JSON blocks' lines, inline spans."""
+    examples = INLINE_JSON.findall(BLOCK.sub("", README))
     for language, body in BLOCK.findall(README):
         for line in body.splitlines():
             if language == "sh" and re.match(r"# [{\[]", line):
@@ -58,6 +62,26 @@ def test_the_readme_has_example_responses_of_both_kinds():
     examples = readme_examples()
     assert any('"views"' in example for example in examples)
     assert any('"views"' not in example and ":" in example for example in examples)
+    assert INLINE_JSON.findall(BLOCK.sub("", README)), "inline spans such as the /healthz answer are examples too"
+
+
+def test_the_readme_shows_these_answers_byte_for_byte(sqlite_url: str):
+    """The problem and health examples are whole answers, so the README holds the server's exact bytes."""
+    config = Config(database_url=sqlite_url, secret_key=TEST_SECRET_KEY, password_hash_iterations=TEST_HASH_ITERATIONS)
+    app = webtest.TestApp(create_app(config))
+    try:
+        app.post_json("/api/auth/register/", {"username": "alice", "password": PASSWORD})
+        access = app.post_json("/api/auth/token/", {"username": "alice", "password": PASSWORD}).json["access"]
+        answers = [
+            app.get("/healthz").text,
+            app.post_json("/api/messages", {"content": ""}, headers=bearer(access), expect_errors=True).text,
+            app.post_json("/api/messages", {"content": "x"}, headers=bearer("not-a-jwt"), expect_errors=True).text,
+            app.get("/api/messages/999999", expect_errors=True).text,
+        ]
+    finally:
+        database.close_all()
+    for answer in answers:
+        assert answer in README, f"the README should show this answer as the server sends it: {answer}"
 
 
 @pytest.mark.parametrize("example", [example for example in readme_examples() if ":" in example])

@@ -158,6 +158,26 @@ def test_refused_postgresql_credentials_are_one_line_without_the_password(tmp_pa
     assert "Pa55-w0rd-xyz" not in result.stderr + result.stdout
 
 
+# A mistyped port, or a password with an unescaped '/' or '[', makes the URL itself unreadable.
+MALFORMED_URLS = {
+    "a port that is not a number": "postgresql://msgapi:Pa55/w0rd-xyz@127.0.0.1:5432/msgapi",
+    "a port above 65535": "postgresql://msgapi:Pa55-w0rd-xyz@127.0.0.1:99999/msgapi",
+    "an unmatched bracket": "postgresql://msgapi:Pa55[w0rd-xyz@127.0.0.1:5432/msgapi",
+    "no database name": "postgresql://msgapi:Pa55-w0rd-xyz@127.0.0.1:5432/",
+    "an option libpq does not know": "postgresql://msgapi:Pa55-w0rd-xyz@127.0.0.1:5432/msgapi?colour=blue",
+    "an option of the pool's": "postgresql://msgapi:Pa55-w0rd-xyz@127.0.0.1:5432/msgapi?max_connections=3",
+}
+
+
+@pytest.mark.parametrize("url", MALFORMED_URLS.values(), ids=MALFORMED_URLS.keys())
+@pytest.mark.parametrize("command", [["--port", "0"], ["init-db"]])
+def test_a_malformed_database_url_is_one_line_without_the_password(tmp_path, command, url):
+    result = run(*command, cwd=tmp_path, DATABASE_URL=url)
+    assert "DATABASE_URL" in one_line_error(result, 2)
+    assert "w0rd-xyz" not in result.stderr + result.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
 # --- import-django: the source -----------------------------------------------------------------------
 
 
@@ -190,6 +210,14 @@ def test_import_from_an_unreachable_postgresql_server_is_one_line(tmp_path):
     line = one_line_error(result, 1)
     assert f"'old' on 127.0.0.1:{port}" in line
     assert "s3cret-source-pw" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("source", MALFORMED_URLS.values(), ids=MALFORMED_URLS.keys())
+def test_import_from_a_malformed_source_url_is_one_line_without_the_password(tmp_path, source):
+    result = run("import-django", source, cwd=tmp_path, DATABASE_URL="sqlite:///msgapi.sqlite3")
+    assert "the source URL" in one_line_error(result, 1)
+    assert "w0rd-xyz" not in result.stderr + result.stdout
     assert list(tmp_path.iterdir()) == []
 
 

@@ -177,6 +177,16 @@ def _next_updated_at(current: str | None, now: str) -> str:
     return str(previous + datetime.timedelta(microseconds=1))
 
 
+def postgresql_parameters(url: str) -> dict[str, Any]:
+    """The connection parameters in a ``postgresql://`` URL, the database's name under ``database``."""
+    params = parse(url)
+    # playhouse leaves percent-escapes in the credentials; libpq wants them decoded.
+    for key in ("user", "password"):
+        if key in params:
+            params[key] = unquote(params[key])
+    return params
+
+
 def open_database(config: Config) -> peewee.Database:
     """A pooled database for ``config.database_url``, not yet connected."""
     global _serialise_writes
@@ -202,11 +212,7 @@ def open_database(config: Config) -> peewee.Database:
         # Edits move updated_at strictly forward (see messages._next_updated_at).
         db.register_function(_next_updated_at, "msgapi_next_updated_at", 2)
         return db
-    params = parse(config.database_url)
-    # playhouse leaves percent-escapes in the credentials; libpq wants them decoded.
-    for key in ("user", "password"):
-        if key in params:
-            params[key] = unquote(params[key])
+    params = postgresql_parameters(config.database_url)
     # Bounded waits when the server or the network goes away: no request hangs for long.
     params.setdefault("connect_timeout", 5)
     params.setdefault("keepalives", 1)
