@@ -31,7 +31,7 @@ RETRY_AFTER_SECONDS = 2
 TOKEN_NOT_VALID = "token_not_valid"
 # Members a field's messages must never replace at the top level of the body
 # (RFC 9457's own, and the extensions we add).
-PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail", "instance", "errors", "code", "error"})
+PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail", "instance", "errors", "code", "error", "messages"})
 
 
 class ValidationFailed(falcon.HTTPBadRequest):
@@ -61,8 +61,25 @@ def unauthorized(detail: str, *, token_sent: bool) -> falcon.HTTPUnauthorized:
     return exc
 
 
-# simplejwt's answer to a Bearer token it cannot accept, whatever the reason.
+# simplejwt's texts, without a final period: clients compare them.
 BEARER_TOKEN_NOT_VALID = "Given token not valid for any token type"
+TOKEN_INVALID_OR_EXPIRED = "Token is invalid or expired"
+TOKEN_WRONG_TYPE = "Token has wrong type"
+# simplejwt's code and text for an Authorization header that is "Bearer" with no token, or
+# with more than one value after it.
+BAD_AUTHORIZATION_HEADER = "bad_authorization_header"
+BAD_AUTHORIZATION_HEADER_DETAIL = "Authorization header must contain two space-delimited values"
+
+
+def bearer_token_refused(reason: str = TOKEN_INVALID_OR_EXPIRED) -> falcon.HTTPUnauthorized:
+    """401 for a Bearer token that cannot be accepted, spelled as simplejwt spelled it.
+
+    simplejwt tried each token class it knew (only ``AccessToken``) and listed why each
+    refused the token under ``messages``; ``reason`` is that text.
+    """
+    exc = unauthorized(BEARER_TOKEN_NOT_VALID, token_sent=True)
+    attempt = {"token_class": "AccessToken", "token_type": "access", "message": reason}
+    return with_members(exc, code=TOKEN_NOT_VALID, messages=[attempt])
 
 
 def token_user_refused() -> falcon.HTTPUnauthorized:
@@ -70,7 +87,13 @@ def token_user_refused() -> falcon.HTTPUnauthorized:
 
     To a client this token is as dead as a revoked one, so it gets the same answer.
     """
-    return unauthorized(BEARER_TOKEN_NOT_VALID, token_sent=True)
+    return bearer_token_refused()
+
+
+def bad_authorization_header() -> falcon.HTTPUnauthorized:
+    """401 for ``Bearer`` followed by no token, or by more than one value."""
+    exc = unauthorized(BAD_AUTHORIZATION_HEADER_DETAIL, token_sent=True)
+    return with_members(exc, code=BAD_AUTHORIZATION_HEADER)
 
 
 def problem_body(exc: falcon.HTTPError) -> dict[str, Any]:

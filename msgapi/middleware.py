@@ -11,10 +11,10 @@ from typing import Any
 import falcon
 
 from . import logcontext
-from .errors import BEARER_TOKEN_NOT_VALID, token_user_refused, unauthorized
+from .errors import TOKEN_WRONG_TYPE, bad_authorization_header, bearer_token_refused, token_user_refused, unauthorized
 from .proxies import Network, client_address
 from .store import Store
-from .tokens import ACCESS, InvalidToken, TokenService
+from .tokens import ACCESS, InvalidToken, TokenService, WrongTokenType
 
 # A client's X-Request-ID is kept only when it is short and harmless to echo and log.
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
@@ -98,19 +98,19 @@ class BearerAuth:
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
         if req.method not in getattr(resource, "auth_methods", ()):
             return
-        header = req.get_header("Authorization")
-        if not header:
+        # Read as simplejwt read it, so old clients get the answers they know: no header or
+        # another scheme is "not provided"; "Bearer" must be followed by exactly one value.
+        parts = (req.get_header("Authorization") or "").split()
+        if not parts or parts[0].lower() != "bearer":
             raise unauthorized("Authentication credentials were not provided.", token_sent=False)
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer":
-            raise unauthorized("Use the Bearer scheme: 'Authorization: Bearer <access token>'.", token_sent=False)
-        if not token:
-            raise unauthorized("The Bearer token is missing.", token_sent=True)
+        if len(parts) != 2:
+            raise bad_authorization_header()
         try:
-            claims = self._tokens.decode(token, ACCESS)
+            claims = self._tokens.decode(parts[1], ACCESS)
+        except WrongTokenType:
+            raise bearer_token_refused(TOKEN_WRONG_TYPE) from None
         except InvalidToken:
-            raise unauthorized(BEARER_TOKEN_NOT_VALID, token_sent=True) from None
+            raise bearer_token_refused() from None
         req.context.claims = claims
         if req.method in getattr(resource, "checks_token_user", ()):
             return

@@ -7,7 +7,7 @@ import peewee
 
 from .. import passwords, rules
 from ..body import FieldErrors, read_body
-from ..errors import ValidationFailed, unauthorized
+from ..errors import TOKEN_INVALID_OR_EXPIRED, TOKEN_WRONG_TYPE, ValidationFailed, unauthorized
 from ..passwords import HashingGate
 from ..ratelimit import RateLimiter
 from ..store import Store, User
@@ -16,10 +16,8 @@ from ..tokens import ACCESS, REFRESH, InvalidToken, TokenService, WrongTokenType
 from .accounts import no_store
 
 USERNAME_TAKEN = "A user with that username already exists."
-# simplejwt's texts, without a final period: clients compare them.
+# simplejwt's text, without a final period: clients compare it.
 BAD_CREDENTIALS = "No active account found with the given credentials"
-BAD_TOKEN = "Token is invalid or expired"
-WRONG_TOKEN_TYPE = "Token has wrong type"
 
 
 def _verified_claims(tokens: TokenService, token: str, expected_type: str | None) -> dict:
@@ -27,9 +25,9 @@ def _verified_claims(tokens: TokenService, token: str, expected_type: str | None
     try:
         return tokens.decode(token, expected_type)
     except WrongTokenType:
-        raise unauthorized(WRONG_TOKEN_TYPE, token_sent=True) from None
+        raise unauthorized(TOKEN_WRONG_TYPE, token_sent=True) from None
     except InvalidToken:
-        raise unauthorized(BAD_TOKEN, token_sent=True) from None
+        raise unauthorized(TOKEN_INVALID_OR_EXPIRED, token_sent=True) from None
 
 
 def _read_token_field(req: falcon.Request, field: str) -> str:
@@ -126,11 +124,11 @@ class TokenRefresh:
         claims = _verified_claims(self._tokens, refresh, REFRESH)
         user = self._store.users.for_token(claims)  # also refuses a revoked family
         if user is None:
-            raise unauthorized(BAD_TOKEN, token_sent=True)
+            raise unauthorized(TOKEN_INVALID_OR_EXPIRED, token_sent=True)
         no_store(resp)
         if not self._rotate:
             if self._store.revocations.is_token_revoked(claims["jti"]):
-                raise unauthorized(BAD_TOKEN, token_sent=True)
+                raise unauthorized(TOKEN_INVALID_OR_EXPIRED, token_sent=True)
             resp.media = {"access": self._tokens.issue(ACCESS, user.id, user.token_version, claims["fam"])}
             return
         now = self._tokens.now()
@@ -141,7 +139,7 @@ class TokenRefresh:
             if earlier == ROTATED:
                 # Reuse: two parties hold this login. End all of it, access tokens too.
                 self._store.revocations.revoke_family(claims["fam"], self._tokens.family_revocation_expiry(), now)
-            raise unauthorized(BAD_TOKEN, token_sent=True)
+            raise unauthorized(TOKEN_INVALID_OR_EXPIRED, token_sent=True)
         resp.media = self._tokens.issue_pair(user.id, user.token_version, family=claims["fam"])
 
 
@@ -156,9 +154,9 @@ class TokenVerify:
         token = _read_token_field(req, "token")
         claims = _verified_claims(self._tokens, token, None)
         if self._store.users.for_token(claims) is None:  # also refuses a revoked family
-            raise unauthorized(BAD_TOKEN, token_sent=True)
+            raise unauthorized(TOKEN_INVALID_OR_EXPIRED, token_sent=True)
         if claims["token_type"] == REFRESH and self._store.revocations.is_token_revoked(claims["jti"]):
-            raise unauthorized(BAD_TOKEN, token_sent=True)
+            raise unauthorized(TOKEN_INVALID_OR_EXPIRED, token_sent=True)
         resp.media = {}
 
 
