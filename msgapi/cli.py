@@ -110,8 +110,11 @@ def _run_task(args: argparse.Namespace, config: Config) -> int:
     from . import operations
     from .store import open_store
 
-    # A source that cannot be read stops the import before our own files are touched.
-    source = operations.open_source(args.source_url) if args.command == "import-django" else None
+    # A source that cannot be opened or read, or holds what cannot be imported, stops the
+    # import before our own files (the database, the generated key) are created.
+    rows = None
+    if args.command == "import-django":
+        rows = operations.read_django_source(operations.open_source(args.source_url))
     config = config.with_secret_key()
     # The generated-key notice belongs to serve; a command shows it only when it made the key.
     config.log_startup_warnings(key_notice=config.key_generated)
@@ -133,8 +136,8 @@ def _run_task(args: argparse.Namespace, config: Config) -> int:
             user = operations.deactivate_user(store, args.username)
             print(f"deactivated {user.username!r}; every token they held has stopped working")
         elif args.command == "import-django":
-            assert source is not None
-            report = operations.import_django(store, source)
+            assert rows is not None
+            report = operations.import_django(store, rows)
             print(
                 f"users: {report.users_added} added, {report.users_present} already here; "
                 f"messages: {report.messages_added} added, {report.messages_present} already here"

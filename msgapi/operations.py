@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import peewee
 
 from . import passwords, rules
@@ -60,11 +62,21 @@ def open_source(source_url: str) -> peewee.Database:
     return source
 
 
-def import_django(store: Store, source: peewee.Database) -> ImportReport:
-    """Copy users and messages from the old Django service's database (see ``open_source``), keeping their ids.
+@dataclasses.dataclass(frozen=True)
+class DjangoRows:
+    """What the old service's database holds, read and checked, ready to import."""
 
-    Idempotent: rows whose id is already here are left alone. Usernames that differ
-    only in letter case (one name here) stop the import before anything is written.
+    users: list[tuple]
+    messages: list[tuple]
+    has_author: bool
+
+
+def read_django_source(source: peewee.Database) -> DjangoRows:
+    """Read users and messages from the old Django database (see ``open_source``), then close it.
+
+    Everything that can stop an import is checked here, before msgapi's own database is
+    opened (and, on a first run, created): missing tables, and usernames that differ only
+    in letter case (one name here).
     """
     try:
         tables = set(source.get_tables())
@@ -91,8 +103,15 @@ def import_django(store: Store, source: peewee.Database) -> ImportReport:
     if clashes:
         listed = "; ".join(", ".join(names) for names in clashes)
         raise OperationError(f"usernames that differ only in letter case are one name here: {listed}")
+    return DjangoRows(user_rows, message_rows, has_author)
 
+
+def import_django(store: Store, rows: DjangoRows) -> ImportReport:
+    """Copy the old service's users and messages, keeping their ids.
+
+    Idempotent: rows whose id is already here are left alone.
+    """
     try:
-        return store.importing.add(user_rows, message_rows, has_author)
+        return store.importing.add(rows.users, rows.messages, rows.has_author)
     except store.importing.ImportConflict as exc:
         raise OperationError(str(exc)) from None

@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -211,6 +212,47 @@ def test_import_from_an_unreachable_postgresql_server_is_one_line(tmp_path):
     assert f"'old' on 127.0.0.1:{port}" in line
     assert "s3cret-source-pw" not in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def sqlite_source(folder: Path, *statements: str) -> Path:
+    """An old database made of ``statements``, in a folder of its own."""
+    folder.mkdir()
+    path = folder / "old.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as connection, connection:
+        for statement in statements:
+            connection.execute(statement)
+    return path
+
+
+DJANGO_TABLES = (
+    "CREATE TABLE auth_user (id INTEGER PRIMARY KEY, username TEXT, password TEXT, email TEXT,"
+    " first_name TEXT, last_name TEXT, is_staff BOOL, is_active BOOL, date_joined TEXT)",
+    "CREATE TABLE api_message (id INTEGER PRIMARY KEY, content TEXT, views INTEGER, created_at TEXT,"
+    " updated_at TEXT)",
+)
+
+
+@pytest.mark.parametrize(
+    "statements, reason",
+    [
+        (("CREATE TABLE unrelated (id INTEGER)",), "the source has no api_message, auth_user table"),
+        (
+            (
+                *DJANGO_TABLES,
+                "INSERT INTO auth_user (id, username, password, is_staff, is_active, date_joined)"
+                " VALUES (1, 'Alice', '!', 0, 1, '2020-01-01'), (2, 'alice', '!', 0, 1, '2020-01-01')",
+            ),
+            "usernames that differ only in letter case are one name here: Alice, alice",
+        ),
+    ],
+    ids=["no-django-tables", "case-clash"],
+)
+def test_a_source_that_cannot_be_imported_creates_nothing_of_ours(tmp_path, statements, reason):
+    """The source is read and checked before msgapi's database (or its generated key) exists."""
+    source = sqlite_source(tmp_path / "old", *statements)
+    result = run("import-django", f"sqlite:///{source}", cwd=tmp_path, DATABASE_URL="sqlite:///msgapi.sqlite3")
+    assert one_line_error(result, 1).endswith(reason)
+    assert [path.name for path in tmp_path.iterdir()] == ["old"]
 
 
 @pytest.mark.parametrize("source", MALFORMED_URLS.values(), ids=MALFORMED_URLS.keys())

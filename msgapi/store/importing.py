@@ -40,7 +40,7 @@ def _as_utc_naive(value: Any) -> datetime.datetime:
 def add(user_rows: Sequence[Sequence[Any]], message_rows: Sequence[Sequence[Any]], has_author: bool) -> ImportReport:
     """Add the users and messages whose ids are not here yet, in one transaction.
 
-    Rows are as read from ``auth_user`` and ``api_message`` (see ``operations.import_django``).
+    Rows are as read from ``auth_user`` and ``api_message`` (see ``operations.read_django_source``).
     """
     report = ImportReport()
     with write_lock(), database.atomic():
