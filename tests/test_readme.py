@@ -7,12 +7,14 @@ every curl line in those blocks really ran. The ``python`` walk-through runs too
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -96,6 +98,10 @@ def test_every_curl_example_in_the_readme_works(live_server, tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert len(log.read_text().splitlines()) == expected_calls
+    # What curl's exit status cannot show: the retried create made no second message, and the
+    # DELETE with an out-of-date ETag was refused (the message is still there, as edited).
+    carols = json.loads(urllib.request.urlopen(f"{server.url}/api/messages?author=carol", timeout=10).read())
+    assert [message["content"] for message in carols] == ["Edited once"]
 
 
 def test_the_python_walk_through_in_the_readme_works(live_server, tmp_path):
