@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -196,56 +197,66 @@ def create_message(app: webtest.TestApp, auth: dict[str, str]):
     return create
 
 
-class LiveServer:
-    """``python run.py`` in a subprocess on a free loopback port: the real Waitress, over real HTTP."""
+# Generous: a healthy start takes about a second, but the machine running the suite may be busy.
+START_TIMEOUT = 60.0
+SERVING_ON = re.compile(r"serving on (http://\S+?)/? ")
 
-    def __init__(self, database_url: str, env: dict[str, str] | None = None, threads: int = 8) -> None:
+
+def serving_on(log: list[str]) -> tuple[str, list[str]] | None:
+    """msgapi's readiness: its URL and the log up to its "serving on" line, once that is logged."""
+    for number, line in enumerate(log):
+        match = SERVING_ON.search(line)
+        if match:
+            return match.group(1), log[: number + 1]
+    return None
+
+
+class ServerProcess:
+    """A server in a subprocess, its merged output read from the start so it never blocks on a full pipe.
+
+    ``wait_until_ready`` waits, bounded, for a readiness condition; a start that fails or
+    never gets ready fails the test with the log, and leaves the process stopped.
+    """
+
+    def __init__(self, command: list[str], env: dict[str, str], cwd) -> None:
         import subprocess
-        import sys
-        from pathlib import Path
-
-        root = Path(__file__).resolve().parent.parent
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "SECRET_KEY": TEST_SECRET_KEY,
-            "PASSWORD_HASH_ITERATIONS": str(TEST_HASH_ITERATIONS),
-            "AUTH_RATE_LIMIT": "off",
-            "WRITE_RATE_LIMIT": "off",
-            "PYTHONUNBUFFERED": "1",
-            **(env or {}),
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, str(root / "run.py"), "--host", "127.0.0.1", "--port", "0", "--threads", str(threads)],
-            cwd=root,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.log_lines: list[str] = []
-        self.url = self._wait_for_url()
         import threading
 
-        # Keep draining the log so the server never blocks on a full pipe.
+        self.env = env
+        self.process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        self.log_lines: list[str] = []
+        self._logged = threading.Condition()
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
-
-    def _wait_for_url(self) -> str:
-        import re
-
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.log_lines.append(line)
-            match = re.search(r"serving on (http://\S+?)/? ", line)
-            if match:
-                return match.group(1).rstrip("/")
-        raise RuntimeError("server exited before serving:\n" + "".join(self.log_lines))
 
     def _drain(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
-            self.log_lines.append(line)
+            with self._logged:
+                self.log_lines.append(line)
+                self._logged.notify_all()
+        with self._logged:
+            self._logged.notify_all()
+
+    def wait_until_ready(self, ready=serving_on, timeout: float = START_TIMEOUT):
+        """What ``ready(log so far)`` returns once it is not None; polled on each log line and every 50 ms."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        with self._logged:
+            while True:
+                found = ready(list(self.log_lines))
+                if found is not None:
+                    return found
+                if not self._reader.is_alive() and self.process.poll() is not None:
+                    pytest.fail(f"the server exited with {self.process.returncode}:\n" + "".join(self.log_lines))
+                if time.monotonic() > deadline:
+                    break
+                self._logged.wait(0.05)
+        self.stop()
+        pytest.fail(f"the server was not ready within {timeout} s:\n" + "".join(self.log_lines))
 
     def stop(self) -> None:
         import subprocess
@@ -257,6 +268,33 @@ class LiveServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        # Closed only once the reader is done with it; a child that outlives the process may hold it open.
+        self._reader.join(timeout=10)
+        if not self._reader.is_alive() and self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+class LiveServer(ServerProcess):
+    """``python run.py`` in a subprocess on a free loopback port: the real Waitress, over real HTTP."""
+
+    def __init__(self, database_url: str, env: dict[str, str] | None = None, threads: int = 8) -> None:
+        import sys
+        from pathlib import Path
+
+        root = Path(__file__).resolve().parent.parent
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "SECRET_KEY": TEST_SECRET_KEY,
+            "PASSWORD_HASH_ITERATIONS": str(TEST_HASH_ITERATIONS),
+            "AUTH_RATE_LIMIT": "off",
+            "WRITE_RATE_LIMIT": "off",
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        address = ["--host", "127.0.0.1", "--port", "0"]
+        super().__init__([sys.executable, str(root / "run.py"), *address, "--threads", str(threads)], env, root)
+        self.url, _ = self.wait_until_ready()
 
 
 @pytest.fixture

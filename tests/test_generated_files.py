@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import socket
 import sqlite3
@@ -20,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD, TEST_HASH_ITERATIONS, run_msgapi
+from conftest import PASSWORD, TEST_HASH_ITERATIONS, ServerProcess, run_msgapi
 
 from msgapi.keyfile import load_or_create_secret_key
 
@@ -48,40 +47,9 @@ def run(*args: str, folder: Path, stdin: str = "", prefix: tuple[str, ...] = ())
     return run_msgapi(*args, env=environment(folder), cwd=folder, stdin=stdin, prefix=prefix)
 
 
-def start(folder: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), "--port", "0", "--threads", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=environment(folder),
-        cwd=folder,
-    )
-
-
-def wait_until_serving(process: subprocess.Popen) -> tuple[str, list[str]]:
-    """The server's URL and its log so far; fails with the log if it exits instead."""
-    assert process.stdout is not None
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        match = re.search(r"serving on (http://\S+?)/? ", line)
-        if match:
-            return match.group(1), lines
-    process.wait(timeout=30)
-    pytest.fail(f"the server exited with {process.returncode}:\n" + "".join(lines))
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    if process.stdout:
-        process.stdout.close()
+def start(folder: Path) -> ServerProcess:
+    command = [sys.executable, str(ROOT / "run.py"), "--port", "0", "--threads", "2"]
+    return ServerProcess(command, environment(folder), folder)
 
 
 def post(url: str, path: str, body: dict) -> dict:
@@ -111,15 +79,15 @@ def test_two_first_starts_together_come_up_with_the_same_key(tmp_path):
         folder.mkdir()
         first, second = start(folder), start(folder)
         try:
-            first_url, _ = wait_until_serving(first)
-            second_url, _ = wait_until_serving(second)
+            first_url, _ = first.wait_until_ready()
+            second_url, _ = second.wait_until_ready()
             # A token one process signed is accepted by the other: one key.
             post(first_url, "/api/auth/register/", {"username": "alice", "password": PASSWORD})
             access = post(first_url, "/api/auth/token/", {"username": "alice", "password": PASSWORD})["access"]
             assert get_status(second_url, "/api/auth/me", access) == 200
         finally:
-            stop(first)
-            stop(second)
+            first.stop()
+            second.stop()
         assert sorted(path.name for path in folder.iterdir() if path.name.endswith((".secret_key", ".tmp"))) == [
             "msgapi.sqlite3.secret_key"
         ]
@@ -266,13 +234,13 @@ def test_an_unreadable_key_file_is_one_line(tmp_path):
 def test_the_key_the_database_and_its_wal_and_shm_are_owner_only(tmp_path):
     server = start(tmp_path)
     try:
-        url, _ = wait_until_serving(server)
+        url, _ = server.wait_until_ready()
         post(url, "/api/auth/register/", {"username": "alice", "password": PASSWORD})
         names = ["msgapi.sqlite3", "msgapi.sqlite3-wal", "msgapi.sqlite3-shm", "msgapi.sqlite3.secret_key"]
         # While the server runs, WAL mode keeps -wal and -shm beside the database.
         modes = {name: stat.S_IMODE((tmp_path / name).stat().st_mode) for name in names}
     finally:
-        stop(server)
+        server.stop()
     assert modes == dict.fromkeys(names, 0o600)
 
 
@@ -300,8 +268,8 @@ def test_serve_shows_the_key_notice_on_every_start(tmp_path):
     assert run("init-db", folder=tmp_path).returncode == 0
     server = start(tmp_path)
     try:
-        _, log = wait_until_serving(server)
+        _, log = server.wait_until_ready()
     finally:
-        stop(server)
+        server.stop()
     # Logged before "serving on", so the log read so far holds it.
     assert sum(KEY_NOTICE in line for line in log) == 1

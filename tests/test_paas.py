@@ -6,7 +6,6 @@ import os
 import re
 import shlex
 import socket
-import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import peewee
 import pytest
 import tomllib
-from conftest import TEST_SECRET_KEY
+from conftest import TEST_SECRET_KEY, ServerProcess
 
 from msgapi.config import from_env
 from msgapi.store.connection import open_database
@@ -38,28 +37,17 @@ def test_the_procfile_command_serves_on_the_platforms_port(database_url):
     port = free_port()
     env = {**os.environ, "PORT": str(port), "DATABASE_URL": database_url, "SECRET_KEY": TEST_SECRET_KEY}
     env.pop("PYTHONPATH", None)
-    server = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from msgapi.cli import main; sys.exit(main())", *command[1:]],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    server = ServerProcess(
+        [sys.executable, "-c", "import sys; from msgapi.cli import main; sys.exit(main())", *command[1:]], env, ROOT
     )
     try:
-        assert server.stdout is not None
-        log = []
-        for line in server.stdout:
-            log.append(line)
-            if "serving on" in line:
-                break
+        _, log = server.wait_until_ready()
         assert re.search(rf"serving on http://0\.0\.0\.0:{port}/", "".join(log)), "".join(log)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
             assert (response.status, response.read()) == (200, b'{"status":"ok"}')
     finally:
-        server.terminate()
-        server.wait(timeout=10)
-    assert server.returncode == 0
+        server.stop()
+    assert server.process.returncode == 0
 
 
 def test_a_postgres_url_as_platforms_spell_it_passes_its_parameters_to_libpq(postgresql_url):

@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -22,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import pytest
-from conftest import PASSWORD, WireClient, wire_login
+from conftest import PASSWORD, ServerProcess, WireClient, wire_login
 from test_concurrency import assert_every_view_counted_once, create_message, peek, read_in_parallel
 
 PROCESSES = 3
@@ -76,35 +75,21 @@ class PgBouncer:
         command = [binary, str(self.folder / "pgbouncer.ini")]
         if os.name == "posix" and os.geteuid() == 0:
             command = ["runuser", "-u", "postgres", "--", *command]
-        # Its log goes to a file we open: a pipe nobody drains would stall it.
-        self.log = (self.folder / "pgbouncer.log").open("w+", encoding="utf-8")
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, text=True)
-        self._wait_until_listening()
+        self.server = ServerProcess(command, dict(os.environ), cwd=None)
+        self.server.wait_until_ready(lambda log: _accepts_connections(self.port) or None, timeout=EVENTUALLY)
         self.url = urlunsplit(parts._replace(netloc=f"{parts.netloc.rpartition('@')[0]}@127.0.0.1:{self.port}"))
 
-    def _wait_until_listening(self) -> None:
-        deadline = time.monotonic() + EVENTUALLY
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                self.log.seek(0)
-                raise RuntimeError(f"pgbouncer exited: {self.log.read()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("pgbouncer did not start listening")
-
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
+        self.server.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _accepts_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 @pytest.fixture
