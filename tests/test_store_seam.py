@@ -3,12 +3,14 @@
 ``create_app(config, store=...)`` takes any object with the store's shape: these tests
 give it one that holds a few answers in memory and records what it was asked, and check
 that the resources, the middleware and the error handlers use nothing else (no database
-file appears).
+file appears). Inside the store, only the dialects branch on which database is open.
 """
 
 from __future__ import annotations
 
+import ast
 import types
+from pathlib import Path
 
 import peewee
 import webtest
@@ -88,3 +90,51 @@ def test_a_database_error_from_the_store_is_a_503_and_the_store_drops_its_connec
     resp = app.get(f"/api/messages/{KNOWN_ID}", expect_errors=True)
     assert resp.status_int == 503 and resp.headers["Retry-After"]
     assert store.asked == [("count_view", KNOWN_ID), ("discard_broken",), ("release",)]
+
+
+def _dialect_branches(path: Path):
+    """Where ``path`` branches on which dialect is open: its name, its class, or which of the two it is."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr == "name":
+            value = node.value
+            called = value.func if isinstance(value, ast.Call) else value
+            if (isinstance(called, ast.Name) and called.id == "dialect") or (
+                isinstance(called, ast.Attribute) and called.attr == "dialect"
+            ):
+                yield node.lineno
+        elif isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            if any(isinstance(operand, ast.Name) and operand.id in _DIALECTS for operand in operands):
+                yield node.lineno
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "isinstance":
+            if any(isinstance(arg, ast.Name) and arg.id in _DIALECT_CLASSES for arg in ast.walk(node.args[1])):
+                yield node.lineno
+
+
+_DIALECTS = {"SQLITE", "POSTGRES"}
+_DIALECT_CLASSES = {"SqliteDialect", "PostgresDialect"}
+
+
+def test_only_the_dialects_branch_on_which_database_is_open():
+    package = Path(__file__).resolve().parent.parent / "msgapi"
+    found = [
+        f"{path.relative_to(package)}:{line}"
+        for path in sorted(package.rglob("*.py"))
+        if path.name != "dialect.py"
+        for line in _dialect_branches(path)
+    ]
+    assert found == []
+
+
+def test_the_scan_itself_catches_each_kind_of_dialect_branch(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "if dialect().name == 'sqlite': pass\n"
+        "if db.dialect.name == 'postgresql': pass\n"
+        "if dialect() is SQLITE: pass\n"
+        "if isinstance(dialect(), PostgresDialect): pass\n"
+        "dialect().create_search_index(database)\n",
+        encoding="utf-8",
+    )
+    assert sorted(_dialect_branches(sample)) == [1, 2, 3, 4]

@@ -7,11 +7,14 @@ database's dialect (``connection.dialect()``) while they are built, never its ty
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import peewee
+
+log = logging.getLogger("msgapi.store")
 
 
 class TimeLimitExceeded(Exception):
@@ -70,6 +73,40 @@ class SqliteDialect:
         # writes after another process committed, fails at once with "database is locked".
         with database.atomic("IMMEDIATE"):
             yield
+
+    def create_search_index(self, database: peewee.Database) -> None:
+        """FTS5's trigram index and its triggers, filled from the existing rows, once."""
+        exists = database.execute_sql(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages_search'"
+        ).fetchone()
+        if not exists:
+            for statement in _SQLITE_SEARCH_INDEX:
+                database.execute_sql(statement)
+
+    def rebuild_tables_that_reuse_ids(self, database: peewee.Database, models: tuple[type[peewee.Model], ...]) -> None:
+        """Rebuild the tables of ``models`` created without AUTOINCREMENT, keeping every row and id.
+
+        SQLite cannot add AUTOINCREMENT to a table, so this follows its documented
+        procedure for other schema changes: foreign keys off, then in one transaction
+        create the new table, copy the rows, drop the old one, rename the new one,
+        check the foreign keys, commit. Indexes are recreated with the other tables'.
+        The copy sets the table's sequence to its highest id; an id deleted before
+        this ran may still be handed out once more. ``models`` lists parents first.
+        """
+        if not _sqlite_tables_reusing_ids(database, models):
+            return
+        # A no-op inside a transaction, so it is switched off before it and back on after.
+        database.execute_sql("PRAGMA foreign_keys = OFF")
+        try:
+            with database.atomic(lock_type="IMMEDIATE"):
+                # Checked again under the write lock: another process may have just done it.
+                for model in _sqlite_tables_reusing_ids(database, models):
+                    _rebuild_sqlite_table(database, model)
+                broken = database.execute_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise peewee.IntegrityError(f"foreign keys broken by the rebuild: {broken[:5]}")
+        finally:
+            database.execute_sql("PRAGMA foreign_keys = ON")
 
     @contextlib.contextmanager
     def time_limit(self, database: peewee.Database, milliseconds: int) -> Iterator[Callable[..., Any]]:
@@ -134,6 +171,30 @@ class PostgresDialect:
             database.execute_sql("SELECT pg_advisory_xact_lock(7466734)")
             yield
 
+    def create_search_index(self, database: peewee.Database) -> None:
+        """pg_trgm's GIN index on content, which serves ILIKE '%...%' for 3+ characters.
+
+        Creating the extension needs a superuser, or (pg_trgm being trusted) a user with
+        CREATE on the database. Without it msgapi still runs: searches then scan, stopped
+        at LIST_TIME_LIMIT_MS, and a warning says what to run.
+        """
+        try:
+            with database.atomic():
+                database.execute_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+                database.execute_sql(
+                    "CREATE INDEX IF NOT EXISTS messages_content_trgm ON messages USING gin (content gin_trgm_ops)"
+                )
+        except peewee.DatabaseError as exc:
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            log.warning(
+                "search is not indexed: %s. As a superuser, run in this database: CREATE EXTENSION pg_trgm; "
+                "CREATE INDEX messages_content_trgm ON messages USING gin (content gin_trgm_ops);",
+                first_line,
+            )
+
+    def rebuild_tables_that_reuse_ids(self, database: peewee.Database, models: tuple[type[peewee.Model], ...]) -> None:
+        pass  # SERIAL never reused an id: no PostgreSQL table needs rebuilding
+
     @contextlib.contextmanager
     def time_limit(self, database: peewee.Database, milliseconds: int) -> Iterator[Callable[..., Any]]:
         # Sent with the statement, in the same round trip and the same implicit transaction.
@@ -144,6 +205,53 @@ class PostgresDialect:
             if getattr(exc.__context__, "pgcode", None) == _QUERY_CANCELED:
                 raise TimeLimitExceeded() from None
             raise
+
+
+# Contentless: the index holds the case-folded text, which is no column of messages. The
+# triggers fold with msgapi_casefold, the function connection.open_database registers on every
+# connection; a view (UPDATE of views only) does not fire them.
+_SQLITE_SEARCH_INDEX = (
+    "CREATE VIRTUAL TABLE messages_search USING fts5(content, content='', tokenize='trigram case_sensitive 1')",
+    """CREATE TRIGGER messages_search_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_search (rowid, content) VALUES (new.id, msgapi_casefold(new.content));
+    END""",
+    """CREATE TRIGGER messages_search_delete AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_search (messages_search, rowid, content)
+        VALUES ('delete', old.id, msgapi_casefold(old.content));
+    END""",
+    """CREATE TRIGGER messages_search_update AFTER UPDATE OF content ON messages BEGIN
+        INSERT INTO messages_search (messages_search, rowid, content)
+        VALUES ('delete', old.id, msgapi_casefold(old.content));
+        INSERT INTO messages_search (rowid, content) VALUES (new.id, msgapi_casefold(new.content));
+    END""",
+    "INSERT INTO messages_search (rowid, content) SELECT id, msgapi_casefold(content) FROM messages",
+)
+
+
+def _sqlite_tables_reusing_ids(
+    database: peewee.Database, models: tuple[type[peewee.Model], ...]
+) -> list[type[peewee.Model]]:
+    """The ``models`` whose existing SQLite table was created without AUTOINCREMENT."""
+    ddl = dict(database.execute_sql("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall())
+    return [
+        model
+        for model in models
+        if model._meta.table_name in ddl and "AUTOINCREMENT" not in ddl[model._meta.table_name].upper()
+    ]
+
+
+def _rebuild_sqlite_table(database: peewee.Database, model: type[peewee.Model]) -> None:
+    table = model._meta.table_name
+    rebuilt = f"{table}_rebuilt"
+    create_sql, params = model._schema._create_table(safe=False).query()
+    prefix = f'CREATE TABLE "{table}" '
+    assert create_sql.startswith(prefix) and not params, create_sql
+    columns = ", ".join(f'"{field.column_name}"' for field in model._meta.sorted_fields)
+    database.execute_sql(f'DROP TABLE IF EXISTS "{rebuilt}"')
+    database.execute_sql(f'CREATE TABLE "{rebuilt}" ' + create_sql[len(prefix) :])
+    database.execute_sql(f'INSERT INTO "{rebuilt}" ({columns}) SELECT {columns} FROM "{table}"')
+    database.execute_sql(f'DROP TABLE "{table}"')
+    database.execute_sql(f'ALTER TABLE "{rebuilt}" RENAME TO "{table}"')
 
 
 SQLITE = SqliteDialect()

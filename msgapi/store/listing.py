@@ -112,7 +112,7 @@ def _match_phrase(text: str) -> str:
 
 
 # SQLite's trigram index of case-folded content; rowid is the message's id. Contentless
-# (content=''): it holds only the index, kept in step by triggers (see tables.py).
+# (content=''): it holds only the index, kept in step by triggers (see dialect.py).
 _SEARCH_INDEX = peewee.Table("messages_search", ("rowid", "messages_search"))
 
 
