@@ -9,9 +9,10 @@ one, ``and``/``or`` and ``&``/``|`` swapped, a ``not`` dropped, arithmetic swapp
 constant changed, a check's condition made ``False``, a call statement or ``raise``
 removed, a return value replaced by ``None``). One pytest session per set of tests
 collects and imports everything once; each mutant then runs in a forked child of it,
-where the function is given the code compiled from the changed syntax tree (a
-module-level assignment is run again, changed), and the tests run until the first
-failure. In-process tests only: a live server would import the unchanged code from disk.
+where the function is given the code compiled from the changed syntax tree (a changed
+default argument is evaluated again into the function's defaults, a module-level
+assignment is run again, changed), and the tests run until the first failure.
+In-process tests only: a live server would import the unchanged code from disk.
 
 A mutant is named by file, function and the changed code, never by line number, so the
 names survive edits elsewhere. Survivors that are equivalent to the original, or accepted
@@ -313,10 +314,14 @@ def discover(targets: list[Target] = TARGETS) -> list[Mutant]:
     return mutants
 
 
+def _target_node(tree: ast.Module, qualname: str) -> ast.AST:
+    [root] = [node for name, node in _target_nodes(tree, qualname.split(".")[0]) if name == qualname]
+    return root
+
+
 def _mutated_tree(mutant: Mutant) -> ast.Module:
     tree = ast.parse(_source(mutant.module))
-    name = mutant.function
-    [root] = [node for qualname, node in _target_nodes(tree, name.split(".")[0]) if qualname == name]
+    root = _target_node(tree, mutant.function)
     for index, (node, parent) in enumerate(_walk(root)):
         if index != mutant.node_index:
             continue
@@ -344,13 +349,17 @@ def _replace(parent: ast.AST, old: ast.AST, new: ast.AST, tree: ast.Module, root
     raise AssertionError("parent does not hold the node")
 
 
+def _owner(module: ModuleType, qualname: str) -> object:
+    """The module, or the class, whose namespace holds ``qualname``."""
+    owner: object = module
+    for part in qualname.split(".")[:-1]:
+        owner = getattr(owner, part)
+    return owner
+
+
 def _live_function(module: ModuleType, qualname: str):
     """The function object behind ``qualname`` (a method, classmethod, staticmethod or property getter)."""
-    owner: object = module
-    parts = qualname.split(".")
-    for part in parts[:-1]:
-        owner = getattr(owner, part)
-    value = vars(owner)[parts[-1]]
+    value = vars(_owner(module, qualname))[qualname.split(".")[-1]]
     if isinstance(value, (classmethod, staticmethod)):
         return value.__func__
     if isinstance(value, property):
@@ -387,6 +396,30 @@ def apply(mutant: Mutant) -> None:
     code = _find_code(compile(tree, path, "exec"), mutant.function)
     assert code is not None and code.co_freevars == function.__code__.co_freevars, mutant.key
     function.__code__ = code
+    owner = _owner(module, mutant.function)
+
+    def evaluate(expression: ast.expr) -> object:
+        # Where the ``def`` ran: a method's defaults also see the class body's names.
+        compiled = compile(ast.fix_missing_locations(ast.Expression(expression)), path, "eval")
+        return eval(compiled, module.__dict__, None if owner is module else vars(owner))
+
+    original = _target_node(ast.parse(_source(mutant.module)), mutant.function)
+    _apply_defaults(function, original.args, _target_node(tree, mutant.function).args, evaluate)
+
+
+def _apply_defaults(function, original: ast.arguments, mutated: ast.arguments, evaluate) -> None:
+    """Defaults are evaluated once, when the ``def`` runs, and kept on the function object, not in
+    its code: a changed one is evaluated again and put there (the others stay the same objects)."""
+    positional = list(function.__defaults__ or ())
+    for index, (old, new) in enumerate(zip(original.defaults, mutated.defaults, strict=True)):
+        if ast.dump(old) != ast.dump(new):
+            positional[index] = evaluate(new)
+    keyword = dict(function.__kwdefaults__ or {})
+    for arg, old, new in zip(mutated.kwonlyargs, original.kw_defaults, mutated.kw_defaults, strict=True):
+        if new is not None and ast.dump(old) != ast.dump(new):
+            keyword[arg.arg] = evaluate(new)
+    function.__defaults__ = tuple(positional) or None
+    function.__kwdefaults__ = keyword or None
 
 
 class MutantLoop:
