@@ -184,6 +184,9 @@ class Mutant:
 
 
 def _source_path(module: str) -> Path:
+    loaded = sys.modules.get(module)
+    if loaded is not None and getattr(loaded, "__file__", None):
+        return Path(loaded.__file__)  # imported from its own file (the runner's test samples)
     return ROOT / (module.replace(".", "/") + ".py")
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from msgapi.ratelimit import RateLimiter
-from msgapi.resources.messages import MessageCollection, MessageItem
 from msgapi.store import listing
 
 RUNNER_PATH = Path(__file__).resolve().parent.parent / "mutation" / "run.py"
@@ -31,12 +30,24 @@ def _load_runner():
 
 
 runner = _load_runner()
+SAMPLE_PATH = Path(__file__).resolve().parent / "mutation_sample.py"
+
+
+def _load_sample():
+    spec = importlib.util.spec_from_file_location("mutation_sample", SAMPLE_PATH)
+    sample = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = sample  # the runner finds a target's module (and its file) there
+    spec.loader.exec_module(sample)
+    return sample
+
+
+sample = _load_sample()
 
 
 @pytest.fixture
 def restored() -> Iterator[None]:
     """The functions these tests mutate get their own code and defaults back afterwards."""
-    functions = [RateLimiter.__init__, MessageCollection.__init__, MessageItem.__init__, listing.page]
+    functions = [RateLimiter.__init__, listing.page, sample.page, sample.keep_for, sample.Limiter.__init__]
     saved = [(f, f.__code__, f.__defaults__, f.__kwdefaults__) for f in functions]
     yield
     for function, code, defaults, kwdefaults in saved:
@@ -62,23 +73,23 @@ def test_a_methods_positional_default_is_mutated_and_the_others_stay_the_same(re
 
 
 def test_a_keyword_only_default_is_mutated_and_the_others_stay_the_same(restored) -> None:
-    before = defaults(listing.page)
+    apply("mutation_sample", "page", "page | 500 -> 501")
 
-    apply("msgapi.store.listing", "page", "page | 500 -> 501")
-
-    assert defaults(listing.page) == {**before, "time_limit_ms": 501}
+    assert defaults(sample.page) == {"time_limit_ms": 501, "ordering": "-id"}
+    assert sample.page(limit=5) == (5, 501, "-id")
 
 
 def test_a_default_expression_is_evaluated_again(restored) -> None:
-    apply("msgapi.resources.messages", "MessageCollection", "MessageCollection.__init__ | 24 * 3600 -> 24 / 3600")
+    apply("mutation_sample", "keep_for", "keep_for | 24 * 3600 -> 24 / 3600")
 
-    assert defaults(MessageCollection.__init__) == {"time_limit_ms": 500, "idempotency_key_ttl": 24 / 3600}
+    assert defaults(sample.keep_for) == {"seconds": 24 / 3600}
 
 
 def test_a_boolean_default_of_a_method_is_mutated(restored) -> None:
-    apply("msgapi.resources.messages", "MessageItem", "MessageItem.__init__ | False -> True")
+    apply("mutation_sample", "Limiter", "Limiter.__init__ | False -> True")
 
-    assert defaults(MessageItem.__init__) == {"require_preconditions": True}
+    assert defaults(sample.Limiter.__init__) == {"prefix": 64, "strict": True}
+    assert sample.Limiter(10).strict is True
 
 
 def test_a_mutant_in_the_body_leaves_the_defaults_as_they_were(restored) -> None:

@@ -83,8 +83,8 @@ class MessageCollection:
         store: Store,
         page_size: int,
         write_limiter: RateLimiter,
-        time_limit_ms: int = 500,
-        idempotency_key_ttl: int = 24 * 3600,
+        time_limit_ms: int,
+        idempotency_key_ttl: int,
     ) -> None:
         self._store = store
         self._page_size = page_size
@@ -202,7 +202,7 @@ def strong_tags(header: str) -> set[str]:
 class MessageItem:
     auth_methods = frozenset({"PUT", "PATCH", "DELETE"})
 
-    def __init__(self, store: Store, write_limiter: RateLimiter, require_preconditions: bool = False) -> None:
+    def __init__(self, store: Store, write_limiter: RateLimiter, require_preconditions: bool) -> None:
         self._store = store
         self._write_limiter = write_limiter
         self._require_preconditions = require_preconditions

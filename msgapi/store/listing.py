@@ -42,11 +42,11 @@ class MessagePage:
 def page(
     *,
     limit: int,
+    time_limit_ms: int,
     ordering: str = "-updated_at",
     after: tuple[Any, int] | None = None,
     author: str | None = None,
     search: str | None = None,
-    time_limit_ms: int = 500,
 ) -> MessagePage:
     """One page of messages, keyset-paged: ``after`` is (ordering value, id) of the last row seen.
 
