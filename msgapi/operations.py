@@ -7,8 +7,8 @@ import dataclasses
 import peewee
 
 from . import passwords, rules
-from .config import database_url_problem, sqlite_path
-from .store import Store, User, describe_open_failure, postgresql_parameters
+from .database_url import database_url_problem, postgresql_parameters, sqlite_path
+from .store import Store, User, describe_open_failure
 from .store.importing import ImportReport
 
 

@@ -137,7 +137,7 @@ def messages_trigger(database_url: str, event: str, sqlite_body: str, postgres_b
     if database_url.startswith("sqlite"):
         import sqlite3
 
-        from msgapi.config import sqlite_path
+        from msgapi.database_url import sqlite_path
 
         conn = sqlite3.connect(sqlite_path(database_url), isolation_level=None)
         conn.execute(f"CREATE TRIGGER injected {event} ON messages BEGIN {sqlite_body} END")
@@ -457,7 +457,7 @@ def set_next_user_id(database_url: str, next_id: int) -> None:
     if database_url.startswith("sqlite"):
         import sqlite3
 
-        from msgapi.config import sqlite_path
+        from msgapi.database_url import sqlite_path
 
         with contextlib.closing(sqlite3.connect(sqlite_path(database_url))) as conn, conn:
             conn.execute("DELETE FROM sqlite_sequence WHERE name = 'users'")

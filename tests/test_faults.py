@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from conftest import WireClient, WireResponse, wait_for_log, wire_login
 
-from msgapi.config import sqlite_path
+from msgapi.database_url import sqlite_path
 
 POLL_ATTEMPTS = 20
 POLL_INTERVAL = 0.5

@@ -23,7 +23,8 @@ from conftest import PASSWORD, TEST_HASH_ITERATIONS, TEST_SECRET_KEY, assert_pro
 
 from msgapi import config as config_module
 from msgapi.app import create_app
-from msgapi.config import Rate, sqlite_path
+from msgapi.config import Rate
+from msgapi.database_url import sqlite_path
 from msgapi.proxies import client_address, parse_networks
 from msgapi.ratelimit import ACCOUNT_BUDGET_FACTOR, RateLimited, RateLimiter, address_key
 from msgapi.store import limits, schema

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..config import Config
 from . import idempotency, importing, limits, listing, messages, revocations, users
-from .connection import database, describe_open_failure, discard_broken, open_database, postgresql_parameters, release
+from .connection import database, describe_open_failure, discard_broken, open_database, release
 from .dialect import TimeLimitExceeded
 from .render import RenderedMessage, etag_timestamp
 from .schema import MAX_ID, MAX_USERNAME_LENGTH, User, parse_id
@@ -36,7 +36,6 @@ __all__ = [
     "etag_timestamp",
     "open_store",
     "parse_id",
-    "postgresql_parameters",
 ]
 
 

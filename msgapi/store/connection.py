@@ -18,11 +18,11 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import peewee
-from playhouse.db_url import parse
 from playhouse.pool import PooledPostgresqlDatabase
 from psycopg2.extensions import TRANSACTION_STATUS_UNKNOWN
 
-from ..config import Config, ConfigError, sqlite_path
+from ..config import Config, ConfigError
+from ..database_url import postgresql_parameters, sqlite_path
 from .dialect import POSTGRES, SQLITE, Dialect
 
 database = peewee.DatabaseProxy()
@@ -175,16 +175,6 @@ def _next_updated_at(current: str | None, now: str) -> str:
         return now
     # str() is how the datetime adapter writes it: "2026-11-24 18:35:32.123457".
     return str(previous + datetime.timedelta(microseconds=1))
-
-
-def postgresql_parameters(url: str) -> dict[str, Any]:
-    """The connection parameters in a ``postgresql://`` URL, the database's name under ``database``."""
-    params = parse(url)
-    # playhouse leaves percent-escapes in the credentials; libpq wants them decoded.
-    for key in ("user", "password"):
-        if key in params:
-            params[key] = unquote(params[key])
-    return params
 
 
 def open_database(config: Config) -> peewee.Database:
