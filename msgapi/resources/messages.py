@@ -113,9 +113,13 @@ class MessageCollection:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         claims = req.context.claims
-        if self._write_limiter.enabled and self._store.users.for_token(claims) is None:
-            # Only a token still accepted spends its user's budget: a revoked one (kept by a
-            # thief after the owner changed the password) must not lock the owner's writes out.
+        # The token's user is checked once, before anything that needs it: only a token still
+        # accepted spends its user's write budget (a revoked one, kept by a thief after the owner
+        # changed the password, must not lock the owner's writes out) or claims an
+        # Idempotency-Key. A plain create with no budget needs no separate check: its INSERT
+        # makes it in the same statement.
+        checked = self._write_limiter.enabled or req.get_header("Idempotency-Key") is not None
+        if checked and self._store.users.for_token(claims) is None:
             raise token_user_refused()
         count_write(self._write_limiter, claims["user_id"])
         try:
@@ -123,7 +127,7 @@ class MessageCollection:
             content = read_content(req)
         except falcon.HTTPError:
             # A refused token outranks a bad body, as on every other endpoint.
-            if self._store.users.for_token(claims) is None:
+            if not checked and self._store.users.for_token(claims) is None:
                 raise token_user_refused() from None
             raise
         if key is None:
@@ -138,9 +142,8 @@ class MessageCollection:
         send_message(resp, message)
 
     def _create_once(self, content: str, claims: dict, key: str) -> tuple[int, RenderedMessage] | None:
-        """Create under an Idempotency-Key: the first request with it creates; the rest get its answer."""
-        if self._store.users.for_token(claims) is None:
-            return None
+        """Create under an Idempotency-Key, for a token whose user is checked: the first request
+        with it creates; the rest get its answer."""
         user_id = claims["user_id"]
         fingerprint = hashlib.sha256(content.encode("utf-8")).hexdigest()
         found = self._store.idempotency.claim(user_id, key, fingerprint, int(time.time()), self._idempotency_key_ttl)
